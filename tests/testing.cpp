@@ -1,4 +1,4 @@
-#include "test_util.h"
+#include "testing.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>
