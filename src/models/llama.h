@@ -114,6 +114,7 @@ class LlamaModel {
     std::unique_ptr<Acts> a_;
     std::vector<float> inv_freq_;
     std::vector<int32_t> default_pos_;
+    int default_pos_T_ = 0;
     int max_B_ = 0, max_T_ = 0;
     bool training_ = false;
     std::unique_ptr<SafetensorsModel> source_;  // kept open: frozen weights may point into it

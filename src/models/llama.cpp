@@ -1,0 +1,433 @@
+// Llama-family model: loading, memory plan, forward and backward. See llama.h for the math.
+#include "models/llama.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "io/safetensors.h"
+#include "models/llama_tensors.h"
+#include "nn/linear.h"
+#include "nn/rope.h"
+
+namespace tuner {
+
+namespace fs = std::filesystem;
+
+// Picks the backend implementation of an op from the model's device.
+#define OP(name) (options.device == Device::CUDA ? cuda::name : cpu::name)
+
+WeightView Param::weight_view() const {
+    WeightView w;
+    w.data = value.data;
+    w.dtype = value.dtype;
+    w.rows = value.shape[0];
+    w.cols = value.ndim > 1 ? value.shape[1] : 1;
+    return w;
+}
+
+// ---- activations -------------------------------------------------------------------------
+// Saved for backward, per layer (N = B*T rows):
+struct LlamaModel::LayerActs {
+    float* x_in;   // (N, C)  residual stream entering the layer (points at the previous output)
+    float* h1;     // (N, C)  rmsnorm(x_in)
+    float* rstd1;  // (N)
+    float* q;      // (N, NH*HD)  after RoPE
+    float* k;      // (N, NKV*HD) after RoPE
+    float* v;      // (N, NKV*HD)
+    float* att;    // (N, NH*HD)  attention output before o_proj
+    float* lse;    // (B, NH, T)
+    float* x_mid;  // (N, C)  residual after the attention block
+    float* h2;     // (N, C)  rmsnorm(x_mid)
+    float* rstd2;  // (N)
+    float* gate;   // (N, F)
+    float* up;     // (N, F)
+    float* m;      // (N, F)  silu(gate) * up
+};
+
+struct LlamaModel::Acts {
+    std::vector<LayerActs> layers;  // L entries when training; 1 shared entry for inference
+    float* x_embed;                 // (N, C) embedding output = layer 0's input
+    std::vector<float*> x_out;      // residual leaving each layer; inference alternates two buffers
+    float* hf;                      // (N, C) final rmsnorm output
+    float* rstdf;                   // (N)
+    float* tmp;                     // (N, C) projection output before a residual add
+    float* losses;                  // (N)
+    // Backward scratch, shared by all layers (activation gradients overwrite):
+    float *dres, *dh, *dtmp;        // (N, C)
+    float *dq, *datt;               // (N, NH*HD)
+    float *dk, *dv;                 // (N, NKV*HD)
+    float *dgate, *dup, *dm;        // (N, F)
+};
+
+LlamaModel::LlamaModel() = default;
+LlamaModel::~LlamaModel() = default;
+
+// ---- parameters --------------------------------------------------------------------------
+static Param* param_for_spec(LlamaModel& m, const TensorSpec& s) {
+    if (s.kind == TensorKind::Embedding) return &m.embed_tokens;
+    if (s.kind == TensorKind::Head) return &m.lm_head;
+    if (s.layer < 0) return &m.final_norm;
+    LlamaLayer& L = m.layers[size_t(s.layer)];
+    const std::string& n = s.name;
+    auto ends = [&](const char* suffix) {
+        size_t k = std::strlen(suffix);
+        return n.size() >= k && n.compare(n.size() - k, k, suffix) == 0;
+    };
+    if (ends("input_layernorm.weight")) return &L.attn_norm;
+    if (ends("q_proj.weight")) return &L.q_proj;
+    if (ends("k_proj.weight")) return &L.k_proj;
+    if (ends("v_proj.weight")) return &L.v_proj;
+    if (ends("o_proj.weight")) return &L.o_proj;
+    if (ends("q_proj.bias")) return &L.q_bias;
+    if (ends("k_proj.bias")) return &L.k_bias;
+    if (ends("v_proj.bias")) return &L.v_bias;
+    if (ends("post_attention_layernorm.weight")) return &L.mlp_norm;
+    if (ends("gate_proj.weight")) return &L.gate_proj;
+    if (ends("up_proj.weight")) return &L.up_proj;
+    if (ends("down_proj.weight")) return &L.down_proj;
+    TUNER_ASSERT_MSG(false, "tensor spec without a parameter");
+    return nullptr;
+}
+
+// Norms and biases are tiny and always kept in F32; matrices use the frozen dtype unless trained.
+static DType storage_dtype(const TensorSpec& s, bool trainable, DType frozen_dtype) {
+    if (trainable || s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) return DType::F32;
+    return frozen_dtype;
+}
+
+void LlamaModel::allocate_params(bool trainable, DType frozen_dtype) {
+    const auto specs = llama_tensor_specs(config);
+    layers.assign(size_t(config.num_layers), LlamaLayer{});
+    for (const auto& s : specs) {
+        size_t n = 1;
+        for (int64_t d : s.shape) n *= size_t(d);
+        plan_.add("weights", s.name, n * dtype_size(storage_dtype(s, trainable, frozen_dtype)));
+        if (trainable) plan_.add("grads", s.name, n * sizeof(float));
+    }
+    weights_ = Arena("weights", plan_.role_bytes("weights"));
+    if (trainable) grads_ = Arena("grads", plan_.role_bytes("grads"));
+    for (const auto& s : specs) {
+        Param* p = param_for_spec(*this, s);
+        p->name = s.name;
+        p->value = weights_.alloc_tensor(storage_dtype(s, trainable, frozen_dtype), s.shape);
+        if (trainable) p->grad = grads_.alloc_tensor(DType::F32, s.shape);
+    }
+    if (config.tie_word_embeddings) {
+        // The head is the embedding matrix; its gradient adds into the embedding's.
+        lm_head.name = "lm_head.weight";
+        lm_head.value = embed_tokens.value;
+        lm_head.grad = embed_tokens.grad;
+    }
+}
+
+std::vector<Param*> LlamaModel::params() {
+    std::vector<Param*> out;
+    for (const auto& s : llama_tensor_specs(config)) out.push_back(param_for_spec(*this, s));
+    return out;
+}
+
+int64_t LlamaModel::num_params() const { return config.num_params(); }
+
+static void check_model_config(const ModelConfig& c, const std::string& where) {
+    if (c.head_dim % 2 != 0) fail("[model] {}: head_dim {} must be even for RoPE", where, c.head_dim);
+    if (c.num_heads % c.num_kv_heads != 0)
+        fail("[model] {}: num_attention_heads {} is not a multiple of num_key_value_heads {}", where, c.num_heads,
+             c.num_kv_heads);
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const ModelOptions& options) {
+    auto m = std::make_unique<LlamaModel>();
+    m->options = options;
+    m->config = load_config((fs::path(dir) / "config.json").string());
+    check_model_config(m->config, dir);
+    m->source_ = std::make_unique<SafetensorsModel>(dir);
+    m->allocate_params(options.trainable, options.weight_dtype);
+    for (const auto& s : llama_tensor_specs(m->config)) {
+        const SafetensorsTensor& t = m->source_->get(s.name);
+        if (t.shape != s.shape) {
+            Tensor expect = Tensor::view(nullptr, t.dtype, s.shape), got = Tensor::view(nullptr, t.dtype, t.shape);
+            fail("[model] {}: tensor '{}' has shape {} but config.json implies {}", dir, s.name, got.shape_str(),
+                 expect.shape_str());
+        }
+        if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
+            fail("[model] {}: tensor '{}' has dtype {}; weights must be F32, BF16 or F16", dir, s.name,
+                 dtype_name(t.dtype));
+        Param* p = param_for_spec(*m, s);
+        size_t n = size_t(p->value.numel());
+        if (p->value.dtype == t.dtype) {
+            std::memcpy(p->value.data, t.data, t.nbytes);
+        } else if (p->value.dtype == DType::F32) {
+            convert_to_f32(static_cast<float*>(p->value.data), t.data, t.dtype, n);
+        } else {
+            // F16 <-> BF16 (or F32 -> low precision) through f32, one row block at a time.
+            std::vector<float> row(size_t(s.shape.back()));
+            size_t rows = n / row.size(), esz = dtype_size(t.dtype), osz = dtype_size(p->value.dtype);
+            for (size_t r = 0; r < rows; r++) {
+                convert_to_f32(row.data(), t.data + r * row.size() * esz, t.dtype, row.size());
+                convert_from_f32(static_cast<uint8_t*>(p->value.data) + r * row.size() * osz, p->value.dtype,
+                                 row.data(), row.size());
+            }
+        }
+    }
+    m->source_.reset();  // everything is copied: unmap the files
+    m->inv_freq_ = rope_inv_freq(m->config);
+    return m;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& config, const ModelOptions& options, uint64_t seed) {
+    auto m = std::make_unique<LlamaModel>();
+    m->options = options;
+    m->config = config;
+    check_model_config(config, "random model");
+    m->allocate_params(options.trainable, options.weight_dtype);
+    for (const auto& s : llama_tensor_specs(config)) {
+        Param* p = param_for_spec(*m, s);
+        size_t n = size_t(p->value.numel());
+        std::vector<float> buf(n);
+        llama_init_values(s, buf.data(), seed);
+        convert_from_f32(p->value.data, p->value.dtype, buf.data(), n);
+    }
+    m->inv_freq_ = rope_inv_freq(config);
+    return m;
+}
+
+// ---- memory plan for activations -----------------------------------------------------------
+void LlamaModel::prepare(int B, int T, bool training) {
+    if (a_ && B <= max_B_ && T <= max_T_ && training == training_) return;
+    TUNER_ASSERT(B > 0 && T > 0);
+    if (training && !options.trainable) fail("[model] prepare: training needs a model loaded with trainable weights");
+    const ModelConfig& c = config;
+    const size_t N = size_t(B) * size_t(T), C = size_t(c.hidden_size), F = size_t(c.intermediate_size);
+    const size_t QD = size_t(c.num_heads * c.head_dim), KVD = size_t(c.num_kv_heads * c.head_dim);
+    const size_t L = size_t(c.num_layers);
+    const size_t saved_layers = training ? L : 1;
+    const size_t f = sizeof(float);
+
+    // Re-plan the activation roles from scratch (weights/grads entries stay).
+    MemoryPlan plan;
+    for (const auto& [role, entries] : plan_.roles())
+        if (role == "weights" || role == "grads")
+            for (const auto& e : entries) plan.add(role, e.name, e.bytes);
+    plan.add("activations", "layer h1, x_mid, h2", N * C * f, 3 * saved_layers);
+    plan.add("activations", "layer rstd1, rstd2", N * f, 2 * saved_layers);
+    plan.add("activations", "layer q, att", N * QD * f, 2 * saved_layers);
+    plan.add("activations", "layer k, v", N * KVD * f, 2 * saved_layers);
+    plan.add("activations", "layer lse", size_t(B) * size_t(c.num_heads) * size_t(T) * f, saved_layers);
+    plan.add("activations", "layer gate, up, m", N * F * f, 3 * saved_layers);
+    plan.add("activations", "embedding out, residual out", N * C * f, 1 + (training ? L : 2));
+    plan.add("activations", "final norm, tmp", N * C * f, 2);
+    plan.add("activations", "final rstd, losses", N * f, 2);
+    if (training) {
+        plan.add("activation grads", "dres, dh, dtmp", N * C * f, 3);
+        plan.add("activation grads", "dq, datt", N * QD * f, 2);
+        plan.add("activation grads", "dk, dv", N * KVD * f, 2);
+        plan.add("activation grads", "dgate, dup, dm", N * F * f, 3);
+    }
+    plan_ = std::move(plan);
+    acts_ = Arena("activations", plan_.role_bytes("activations") + plan_.role_bytes("activation grads"));
+
+    a_ = std::make_unique<Acts>();
+    a_->layers.resize(saved_layers);
+    for (auto& la : a_->layers) {
+        la.h1 = acts_.alloc_f32(N * C);
+        la.x_mid = acts_.alloc_f32(N * C);
+        la.h2 = acts_.alloc_f32(N * C);
+        la.rstd1 = acts_.alloc_f32(N);
+        la.rstd2 = acts_.alloc_f32(N);
+        la.q = acts_.alloc_f32(N * QD);
+        la.att = acts_.alloc_f32(N * QD);
+        la.k = acts_.alloc_f32(N * KVD);
+        la.v = acts_.alloc_f32(N * KVD);
+        la.lse = acts_.alloc_f32(size_t(B) * size_t(c.num_heads) * size_t(T));
+        la.gate = acts_.alloc_f32(N * F);
+        la.up = acts_.alloc_f32(N * F);
+        la.m = acts_.alloc_f32(N * F);
+    }
+    a_->x_embed = acts_.alloc_f32(N * C);
+    a_->x_out.resize(training ? L : 2);
+    for (auto& x : a_->x_out) x = acts_.alloc_f32(N * C);
+    a_->hf = acts_.alloc_f32(N * C);
+    a_->tmp = acts_.alloc_f32(N * C);
+    a_->rstdf = acts_.alloc_f32(N);
+    a_->losses = acts_.alloc_f32(N);
+    if (training) {
+        a_->dres = acts_.alloc_f32(N * C);
+        a_->dh = acts_.alloc_f32(N * C);
+        a_->dtmp = acts_.alloc_f32(N * C);
+        a_->dq = acts_.alloc_f32(N * QD);
+        a_->datt = acts_.alloc_f32(N * QD);
+        a_->dk = acts_.alloc_f32(N * KVD);
+        a_->dv = acts_.alloc_f32(N * KVD);
+        a_->dgate = acts_.alloc_f32(N * F);
+        a_->dup = acts_.alloc_f32(N * F);
+        a_->dm = acts_.alloc_f32(N * F);
+    }
+    default_pos_.resize(N);
+    default_pos_T_ = 0;  // filled by run_forward for the batch's T
+    max_B_ = B;
+    max_T_ = T;
+    training_ = training;
+}
+
+// ---- forward --------------------------------------------------------------------------------
+void LlamaModel::run_forward(const Batch& batch) {
+    TUNER_ASSERT_MSG(a_ && batch.B <= max_B_ && batch.T <= max_T_, "call prepare(B, T) with a large enough shape");
+    const ModelConfig& c = config;
+    const int64_t N = int64_t(batch.B) * batch.T, C = c.hidden_size, F = c.intermediate_size;
+    const int NH = int(c.num_heads), NKV = int(c.num_kv_heads), HD = int(c.head_dim);
+    const float eps = float(c.rms_norm_eps);
+    if (!batch.positions && default_pos_T_ != batch.T) {
+        // default positions 0..T-1 in every row, laid out for this batch's T
+        for (size_t i = 0; i < default_pos_.size(); i++) default_pos_[i] = int32_t(i % size_t(batch.T));
+        default_pos_T_ = batch.T;
+    }
+    const int32_t* pos = batch.positions ? batch.positions : default_pos_.data();
+    const AttnShape shape{batch.B, batch.T, NH, NKV, HD};
+
+    float* x = a_->x_embed;
+    OP(embedding_forward)(x, batch.tokens, embed_tokens.weight_view(), N);
+    for (int il = 0; il < int(c.num_layers); il++) {
+        const LlamaLayer& W = layers[size_t(il)];
+        LayerActs& la = a_->layers[training_ ? size_t(il) : 0];
+        la.x_in = x;  // the previous layer's output (kept until backward when training)
+        // attention block
+        OP(rmsnorm_forward)(la.h1, la.rstd1, la.x_in, W.attn_norm.value.f32(), N, C, eps);
+        linear_forward(options.device, la.q, la.h1, {&W.q_proj, c.attention_bias ? &W.q_bias : nullptr}, N);
+        linear_forward(options.device, la.k, la.h1, {&W.k_proj, c.attention_bias ? &W.k_bias : nullptr}, N);
+        linear_forward(options.device, la.v, la.h1, {&W.v_proj, c.attention_bias ? &W.v_bias : nullptr}, N);
+        OP(rope_forward)(la.q, pos, inv_freq_.data(), N, NH, HD);
+        OP(rope_forward)(la.k, pos, inv_freq_.data(), N, NKV, HD);
+        OP(attention_forward)(la.att, la.lse, la.q, la.k, la.v, batch.seg_start, shape);
+        linear_forward(options.device, a_->tmp, la.att, {&W.o_proj, nullptr}, N);
+        OP(add_forward)(la.x_mid, la.x_in, a_->tmp, N * C);
+        // MLP block
+        OP(rmsnorm_forward)(la.h2, la.rstd2, la.x_mid, W.mlp_norm.value.f32(), N, C, eps);
+        linear_forward(options.device, la.gate, la.h2, {&W.gate_proj, nullptr}, N);
+        linear_forward(options.device, la.up, la.h2, {&W.up_proj, nullptr}, N);
+        OP(swiglu_forward)(la.m, la.gate, la.up, N * F);
+        linear_forward(options.device, a_->tmp, la.m, {&W.down_proj, nullptr}, N);
+        float* out = training_ ? a_->x_out[size_t(il)] : a_->x_out[size_t(il) % 2];
+        OP(add_forward)(out, la.x_mid, a_->tmp, N * C);
+        x = out;
+    }
+    OP(rmsnorm_forward)(a_->hf, a_->rstdf, x, final_norm.value.f32(), N, C, eps);
+}
+
+double LlamaModel::forward_loss(const Batch& batch, int64_t* count) {
+    TUNER_ASSERT(batch.targets);
+    run_forward(batch);
+    const int64_t N = int64_t(batch.B) * batch.T;
+    int64_t n = OP(lm_head_cross_entropy)(a_->losses, nullptr, nullptr, nullptr, a_->hf, lm_head.weight_view(),
+                                          batch.targets, N, 0.0f);
+    double sum = 0;
+    for (int64_t i = 0; i < N; i++) sum += a_->losses[i];
+    if (count) *count = n;
+    return sum;
+}
+
+void LlamaModel::logits(const Batch& batch, float* out) {
+    run_forward(batch);
+    OP(matmul_forward)(out, a_->hf, lm_head.weight_view(), nullptr, int64_t(batch.B) * batch.T, false);
+}
+
+void LlamaModel::last_logits(const Batch& batch, float* out) {
+    run_forward(batch);
+    const float* row = a_->hf + size_t(batch.T - 1) * size_t(config.hidden_size);
+    OP(matmul_forward)(out, row, lm_head.weight_view(), nullptr, 1, false);
+}
+
+// ---- backward -------------------------------------------------------------------------------
+double LlamaModel::forward_backward(const Batch& batch, float grad_scale, int64_t* count) {
+    TUNER_ASSERT(batch.targets);
+    TUNER_ASSERT_MSG(training_, "call prepare(B, T, /*training=*/true) before forward_backward");
+    run_forward(batch);
+    const int64_t N = int64_t(batch.B) * batch.T;
+    // The loss is the last op: its gradient w.r.t. the final norm output (into dh) and the head
+    // come out of the same chunked pass, so no (N x V) logits are ever kept.
+    float* dhead = lm_head.trainable() ? static_cast<float*>(lm_head.grad.data) : nullptr;
+    int64_t n = OP(lm_head_cross_entropy)(a_->losses, nullptr, a_->dh, dhead, a_->hf, lm_head.weight_view(),
+                                          batch.targets, N, grad_scale);
+    double sum = 0;
+    for (int64_t i = 0; i < N; i++) sum += a_->losses[i];
+    if (count) *count = n;
+    run_backward(batch);
+    return sum;
+}
+
+void LlamaModel::run_backward(const Batch& batch) {
+    const ModelConfig& c = config;
+    const int64_t N = int64_t(batch.B) * batch.T, C = c.hidden_size, F = c.intermediate_size;
+    const int NH = int(c.num_heads), NKV = int(c.num_kv_heads), HD = int(c.head_dim);
+    const int32_t* pos = batch.positions ? batch.positions : default_pos_.data();
+    const AttnShape shape{batch.B, batch.T, NH, NKV, HD};
+    const Device dev = options.device;
+    Acts& a = *a_;
+
+    // final norm: dres = d(residual stream leaving the last layer)
+    OP(rmsnorm_backward)(a.dres, static_cast<float*>(final_norm.grad.data), a.dh, a.x_out.back(),
+                         final_norm.value.f32(), a.rstdf, N, C);
+    for (int il = int(c.num_layers) - 1; il >= 0; il--) {
+        const LlamaLayer& W = layers[size_t(il)];
+        LayerActs& la = a.layers[size_t(il)];
+        // MLP block: x_out = x_mid + down(m); dres flows to x_mid unchanged, plus the norm path.
+        linear_backward(dev, a.dm, false, a.dres, la.m, {&W.down_proj, nullptr}, N);
+        OP(swiglu_backward)(a.dgate, a.dup, a.dm, la.gate, la.up, N * F);
+        linear_backward(dev, a.dh, false, a.dgate, la.h2, {&W.gate_proj, nullptr}, N);
+        linear_backward(dev, a.dh, true, a.dup, la.h2, {&W.up_proj, nullptr}, N);
+        OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.mlp_norm.grad.data), a.dh, la.x_mid,
+                             W.mlp_norm.value.f32(), la.rstd2, N, C);
+        OP(add_inplace)(a.dres, a.dtmp, N * C);
+        // attention block: x_mid = x_in + o_proj(att)
+        linear_backward(dev, a.datt, false, a.dres, la.att, {&W.o_proj, nullptr}, N);
+        OP(attention_backward)(a.dq, a.dk, a.dv, a.datt, la.q, la.k, la.v, la.att, la.lse, batch.seg_start, shape);
+        OP(rope_backward)(a.dq, pos, inv_freq_.data(), N, NH, HD);
+        OP(rope_backward)(a.dk, pos, inv_freq_.data(), N, NKV, HD);
+        const bool bias = c.attention_bias;
+        linear_backward(dev, a.dh, false, a.dq, la.h1, {&W.q_proj, bias ? &W.q_bias : nullptr}, N);
+        linear_backward(dev, a.dh, true, a.dk, la.h1, {&W.k_proj, bias ? &W.k_bias : nullptr}, N);
+        linear_backward(dev, a.dh, true, a.dv, la.h1, {&W.v_proj, bias ? &W.v_bias : nullptr}, N);
+        OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.attn_norm.grad.data), a.dh, la.x_in,
+                             W.attn_norm.value.f32(), la.rstd1, N, C);
+        OP(add_inplace)(a.dres, a.dtmp, N * C);
+    }
+    OP(embedding_backward)(static_cast<float*>(embed_tokens.grad.data), a.dres, batch.tokens, N, C);
+}
+
+void LlamaModel::zero_grad() { grads_.zero(); }
+
+// ---- save -------------------------------------------------------------------------------------
+void LlamaModel::save(const std::string& dir, DType dtype) const {
+    fs::create_directories(dir);
+    auto* self = const_cast<LlamaModel*>(this);
+    std::vector<Param*> ps = self->params();
+    SafetensorsWriter w((fs::path(dir) / "model.safetensors").string());
+    for (Param* p : ps) w.declare(p->name, dtype, p->value.dims());
+    std::vector<float> f32;
+    std::vector<uint8_t> out;
+    for (Param* p : ps) {
+        size_t n = size_t(p->value.numel());
+        if (p->value.dtype == dtype) {
+            w.write(p->name, p->value.data);
+            continue;
+        }
+        f32.resize(n);
+        convert_to_f32(f32.data(), p->value.data, p->value.dtype, n);
+        out.resize(n * dtype_size(dtype));
+        convert_from_f32(out.data(), dtype, f32.data(), n);
+        w.write(p->name, out.data());
+    }
+    w.finish();
+    ModelConfig c = config;
+    c.torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
+    std::string json = config_to_json(c).dump(2) + "\n";
+    std::string tmp = (fs::path(dir) / "config.json.tmp").string();
+    FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) fail("[model] {}: cannot write config.json: {}", dir, std::strerror(errno));
+    bool ok = std::fwrite(json.data(), 1, json.size(), f) == json.size();
+    ok = (std::fclose(f) == 0) && ok;
+    if (!ok) fail("[model] {}: writing config.json failed (disk full?)", dir);
+    fs::rename(tmp, fs::path(dir) / "config.json");
+}
+
+}  // namespace tuner
