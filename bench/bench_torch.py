@@ -1,0 +1,106 @@
+#!/usr/bin/python3
+"""PyTorch baseline for one full fine-tuning step of a Llama-family model on the CPU.
+
+The model is the independent implementation of tests/ref/llama_ref.py, run in float32 (plain
+matmul + softmax attention with a causal mask: torch 1.13 has no scaled_dot_product_attention),
+with F.cross_entropy for the loss. Weights are random (normal 0.02, norms 1), tokens random.
+A step is forward + backward (+ an AdamW step with --optimizer); one warm-up step is not timed.
+
+  /usr/bin/python3 bench/bench_torch.py --preset smol-135m --seq 512 --steps 2 --threads 2 [--json]
+  /usr/bin/python3 bench/bench_torch.py --config models/x/config.json --seq 1024
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
+import llama_ref  # noqa: E402
+
+PRESETS = {
+    # SmolLM-135M shapes.
+    "smol-135m": llama_ref.make_config("LlamaForCausalLM", 49152, 576, 9, 3, 1536, L=30, hd=64, tied=True,
+                                       eps=1e-5, theta=10000.0, bias=False, max_pos=2048),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="an HF config.json")
+    src.add_argument("--preset", choices=sorted(PRESETS))
+    ap.add_argument("--seq", type=int, default=512, help="tokens per row (T)")
+    ap.add_argument("--batch", type=int, default=1, help="rows per step (B)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--optimizer", action="store_true", help="include a torch.optim.AdamW step")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.config:
+        with open(args.config) as f:
+            cfg = json.load(f)
+        name = args.config
+    else:
+        cfg = PRESETS[args.preset]
+        name = args.preset
+
+    P = llama_ref.init_params(cfg, args.seed, dtype=torch.float32, std=0.02)
+    for t in P.values():
+        t.requires_grad_(True)
+    n_params = sum(t.numel() for t in P.values())
+    opt = torch.optim.AdamW(list(P.values()), lr=1e-5) if args.optimizer else None
+
+    B, T, V = args.batch, args.seq, cfg["vocab_size"]
+    g = torch.Generator().manual_seed(args.seed + 1)
+    seq = torch.randint(0, V, (B, T + 1), generator=g)
+    tokens, targets = seq[:, :T], seq[:, 1:]
+
+    def step():
+        for t in P.values():
+            t.grad = None
+        logits = llama_ref.forward(cfg, P, tokens)
+        loss = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(-1), ignore_index=llama_ref.IGNORE)
+        loss.backward()
+        if opt is not None:
+            opt.step()
+        return loss.item()
+
+    step()  # warm-up
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t0)
+    step_s = sum(times) / len(times)
+    result = {
+        "tokens_per_s": B * T / step_s,
+        "step_s": step_s,
+        "threads": args.threads,
+        "seq": T,
+        "batch": B,
+        "steps": args.steps,
+        "optimizer": "adamw" if opt is not None else "none",
+        "model": name,
+        "params": n_params,
+        "loss": loss,
+        "torch": torch.__version__,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{name}: {n_params / 1e6:.1f}M params, B={B} T={T}, {args.threads} threads, "
+              f"optimizer {result['optimizer']}: {step_s:.3f} s/step, {result['tokens_per_s']:.1f} tokens/s "
+              f"(loss {loss:.4f})")
+
+
+if __name__ == "__main__":
+    main()
