@@ -1,34 +1,14 @@
 // tuner generate MODEL_DIR --prompt-ids "1 2 3" [--max-new-tokens N]
-// Greedy decoding on token ids (text prompts arrive with the tokenizer). Each step re-runs the
-// forward over the whole sequence; a KV cache comes with src/infer/.
+// Greedy decoding on token ids (text prompts arrive with the tokenizer).
 #include <memory>
 #include <sstream>
 
 #include "cli/commands.h"
 #include "core/threads.h"
+#include "infer/generate.h"
 #include "models/llama.h"
 
 namespace tuner::cli {
-
-// Greedy continuation of `prompt` by up to max_new tokens (stops after eos when eos >= 0).
-std::vector<int32_t> greedy_generate(LlamaModel& model, std::vector<int32_t> tokens, int max_new, int64_t eos) {
-    int max_T = int(std::min<int64_t>(int64_t(tokens.size()) + max_new, model.config.max_position_embeddings));
-    model.prepare(1, max_T, false);
-    std::vector<float> logits(size_t(model.config.vocab_size));
-    std::vector<int32_t> out;
-    for (int step = 0; step < max_new && int(tokens.size()) < max_T; step++) {
-        Batch b;
-        b.B = 1, b.T = int(tokens.size()), b.tokens = tokens.data();
-        model.last_logits(b, logits.data());
-        int32_t best = 0;
-        for (size_t v = 1; v < logits.size(); v++)
-            if (logits[v] > logits[size_t(best)]) best = int32_t(v);
-        tokens.push_back(best);
-        out.push_back(best);
-        if (best == eos) break;
-    }
-    return out;
-}
 
 Command add_generate(CLI::App& app) {
     struct Opts {

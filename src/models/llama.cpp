@@ -391,7 +391,8 @@ void LlamaModel::run_backward(const Batch& batch) {
                              W.attn_norm.value.f32(), la.rstd1, N, C);
         OP(add_inplace)(a.dres, a.dtmp, N * C);
     }
-    OP(embedding_backward)(static_cast<float*>(embed_tokens.grad.data), a.dres, batch.tokens, N, C);
+    if (embed_tokens.trainable())
+        OP(embedding_backward)(static_cast<float*>(embed_tokens.grad.data), a.dres, batch.tokens, N, C);
 }
 
 void LlamaModel::zero_grad() { grads_.zero(); }
