@@ -4,11 +4,15 @@
 // Llama 3 rope scaling, Mistral with linear rope scaling, packed samples, bf16 weights), runs
 // them in float64 with torch autograd and writes, per case, an HF folder (config.json,
 // model.safetensors) and golden.safetensors (tokens, targets, [positions, seg_start], logits,
-// mean loss, grad.<param> of the mean loss). Here each folder is loaded with LlamaModel::load and
-// every logit, the loss and every parameter gradient is compared with the golden.
+// mean loss, grad.<param> of the mean loss, and logits/loss with bf16-rounded matrices). Here each
+// folder is loaded with LlamaModel::load and every logit, the loss and every parameter gradient is
+// compared with the golden; then again with the model planned for a larger batch, and once more
+// with frozen bf16 matrices (forward only). A failure lists every tensor out of tolerance with
+// its worst element, and the worst passing ones.
 //
 // The script needs /usr/bin/python3 with torch and numpy (Debian's python3-torch); without them
-// every test here is skipped with a message. TUNER_PYTHON overrides the interpreter.
+// every test here is skipped with a message. TUNER_PYTHON overrides the interpreter. Its output is
+// cached in BUILD/golden-ref/<hash of the script>/ (delete it to regenerate).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -75,17 +79,6 @@ bool is_dir(const std::string& path) {
 const GoldenRoot& golden_root() {
     static const GoldenRoot root = [] {
         GoldenRoot r;
-        const char* env = std::getenv("TUNER_PYTHON");
-        std::string python = env && *env ? env : "/usr/bin/python3";
-        std::string out;
-        if (tuner::testing::run_command("test -x " + python, &out) != 0) {
-            r.skip = python + " not found: the golden tests need Python with torch (apt install python3-torch)";
-            return r;
-        }
-        if (tuner::testing::run_command(python + " -c 'import torch, numpy'", &out) != 0) {
-            r.skip = python + " cannot import torch and numpy (apt install python3-torch python3-numpy): " + out;
-            return r;
-        }
         const std::string script = TUNER_SOURCE_DIR "/tests/ref/llama_ref.py";
         std::ifstream in(script, std::ios::binary);
         std::stringstream text;
@@ -98,6 +91,17 @@ const GoldenRoot& golden_root() {
         const std::string cache = fmt::format("{}/{:016x}", cache_parent, std::hash<std::string>{}(text.str()));
         if (is_dir(cache)) {
             r.dir = cache;
+            return r;
+        }
+        const char* env = std::getenv("TUNER_PYTHON");
+        std::string python = env && *env ? env : "/usr/bin/python3";
+        std::string out;
+        if (tuner::testing::run_command("test -x " + python, &out) != 0) {
+            r.skip = python + " not found: the golden tests need Python with torch (apt install python3-torch)";
+            return r;
+        }
+        if (tuner::testing::run_command(python + " -c 'import torch, numpy'", &out) != 0) {
+            r.skip = python + " cannot import torch and numpy (apt install python3-torch python3-numpy): " + out;
             return r;
         }
         // Generate beside the cache (same file system), then rename(2), which is atomic.
@@ -246,6 +250,7 @@ class Report {
         rows_.push_back({ok ? d.rel() : INFINITY, line});
         if (!ok) failures_.push_back(line);
     }
+    void passed(const std::string& line) { rows_.push_back({0.0, line}); }
     void failure(const std::string& line) {
         failures_.push_back(line);
         rows_.push_back({INFINITY, line});
@@ -256,7 +261,7 @@ class Report {
     void finish() {
         std::sort(rows_.begin(), rows_.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
         if (failures_.empty()) {
-            std::printf("[golden] %s: %zu tensors within rel %.0e; worst: %s\n", what_.c_str(), rows_.size(),
+            std::printf("[golden] %s: %zu checks passed (rel %.0e); worst: %s\n", what_.c_str(), rows_.size(),
                         kRelTol, rows_.empty() ? "-" : rows_[0].second.c_str());
             return;
         }
@@ -287,7 +292,11 @@ void check_loss(Report& r, const std::string& what, double sum, int64_t count, c
     double mean = sum / double(count);
     double err = std::fabs(mean - g.loss);
     std::string line = fmt::format("{:<52} rel {:.2e}  got {:.9g} want {:.9g}", what, err / std::fabs(g.loss), mean, g.loss);
-    if (!(err <= kLossRelTol * std::fabs(g.loss))) r.failure(line);
+    if (!(err <= kLossRelTol * std::fabs(g.loss))) {
+        r.failure(line);
+    } else {
+        r.passed(line);
+    }
 }
 
 // Compares grads of every trainable parameter with `scale` x the golden, and checks that the
