@@ -44,6 +44,10 @@ struct ModelConfig {
     int64_t eos_token_id = -1;
     std::string torch_dtype = "float32";
     std::string hidden_act = "silu";
+    // sliding_window of Mistral/Qwen2 (-1: null/absent), recorded so config_to_json writes it
+    // back. Our attention is always full causal, which equals Mistral's sliding-window attention
+    // for sequences up to this length (4096 for Mistral 7B v0.1); beyond it the two differ.
+    int64_t sliding_window = -1;
 
     // Number of parameters (embedding and head counted once when tied).
     int64_t num_params() const;

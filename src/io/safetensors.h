@@ -28,7 +28,9 @@ struct SafetensorsTensor {
     std::string name;
     DType dtype = DType::F32;
     std::vector<int64_t> shape;
-    const uint8_t* data = nullptr;  // inside the mapping
+    // Inside the mapping. Aligned to its dtype when the file pads its header to 8 bytes, as
+    // transformers and SafetensorsWriter do; the format itself does not promise alignment.
+    const uint8_t* data = nullptr;
     size_t nbytes = 0;
     Tensor view() const;  // read-only in spirit: the mapping is PROT_READ
 };
