@@ -24,7 +24,7 @@ static ModelConfig tiny_config(bool tied, bool bias, int NH, int NKV) {
 
 // Perturb weights away from the N(0, 0.02) init so every path carries signal (norms != 1).
 static void randomise(LlamaModel& m, uint64_t seed) {
-    std::mt19937 rng(uint32_t(seed));
+    std::mt19937 rng{uint32_t(seed)};
     std::normal_distribution<float> d(0.0f, 0.3f);
     for (Param* p : m.params()) {
         float* v = p->value.f32();
@@ -44,7 +44,7 @@ struct TestBatch {
 };
 
 static TestBatch make_batch(int B, int T, int V, uint64_t seed) {
-    std::mt19937 rng(uint32_t(seed));
+    std::mt19937 rng{uint32_t(seed)};
     TestBatch b{B, T, std::vector<int32_t>(size_t(B * T)), std::vector<int32_t>(size_t(B * T))};
     for (auto& t : b.tokens) t = int32_t(rng() % uint32_t(V));
     for (size_t i = 0; i < b.targets.size(); i++) b.targets[i] = (rng() % 5 == 0) ? -100 : int32_t(rng() % uint32_t(V));
@@ -151,7 +151,7 @@ TEST(Model, AccumulatedMicroBatchesEqualOneBatch) {
 TEST(Model, SaveLoadRoundTrip) {
     ModelOptions opts;
     auto m = LlamaModel::random(tiny_config(false, true, 4, 2), opts, 21);
-    std::string dir = testing::make_temp_dir("roundtrip");
+    std::string dir = tuner::testing::make_temp_dir("roundtrip");
     m->save(dir, DType::F32);
     auto m2 = LlamaModel::load(dir, opts);
     EXPECT_EQ(m2->config.attention_bias, true);
