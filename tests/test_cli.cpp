@@ -127,3 +127,40 @@ TEST(Cli, GenerateProducesTokens) {
     while (in >> v) n++;
     EXPECT_EQ(n, 5) << out;
 }
+
+TEST(Cli, InitModelTakesVocabularyFromTokenizer) {
+    TUNER_REQUIRE_SHARED_DATA(data);
+    struct Case {
+        std::string tokenizer_dir;
+        int64_t vocab, bos, eos;
+        const char* file;
+    } cases[] = {
+        {data + "/stories260K/hf", 512, 1, 2, "tokenizer.json"},
+        {data + "/tokenizers/llama2-sentencepiece", 32000, 1, 2, "tokenizer.model"},
+        {data + "/tokenizers/llama3-hf", 128256, 128000, 128001, "tokenizer.json"},
+    };
+    for (const auto& c : cases) {
+        std::string dir = make_temp_dir("tok") + "/m";
+        std::string out;
+        ASSERT_EQ(0, run_command(tuner_exe() + " init-model tiny " + dir + " --tokenizer " + c.tokenizer_dir, &out)) << out;
+        auto j = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+        EXPECT_EQ(j["vocab_size"].get<int64_t>(), c.vocab) << c.tokenizer_dir;
+        EXPECT_EQ(j["bos_token_id"].get<int64_t>(), c.bos) << c.tokenizer_dir;
+        EXPECT_EQ(j["eos_token_id"].get<int64_t>(), c.eos) << c.tokenizer_dir;
+        EXPECT_TRUE(fs::exists(dir + "/" + c.file)) << c.tokenizer_dir;
+    }
+}
+
+TEST(Cli, InitModelBf16IsHalfTheSizeAndLoads) {
+    std::string dir = make_temp_dir("bf16") + "/m";
+    std::string out;
+    ASSERT_EQ(0, run_command(tuner_exe() + " init-model tiny " + dir + " --dtype bf16 --seed 3", &out)) << out;
+    auto f32 = fs::file_size(tiny_model() + "/model.safetensors"), bf16 = fs::file_size(dir + "/model.safetensors");
+    EXPECT_LT(bf16, f32 / 2 + 8192);
+    EXPECT_EQ(nlohmann::json::parse(std::ifstream(dir + "/config.json"))["torch_dtype"], "bfloat16");
+    ASSERT_EQ(0, run_command(tuner_exe() + " info " + dir, &out)) << out;
+}
+
+TEST(Cli, UnknownPresetListsTheKnownOnes) {
+    expect_one_line_error("init-model huge-99b " + make_temp_dir("preset") + "/m", {"huge-99b", "smol-135m"});
+}
