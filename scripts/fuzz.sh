@@ -72,11 +72,15 @@ DICT
 status=0
 for t in "${targets[@]}"; do
     echo "== $t: ${FUZZ_SECONDS}s"
+    # libFuzzer prints a line per new coverage point: keep that in a log, show the summary.
+    log=$BUILD/$t.log
     "$BUILD/fuzz/$t" "$BUILD/corpus/$t" "$seeds" -dict="$dict" -max_total_time="$FUZZ_SECONDS" \
-        -artifact_prefix="$BUILD/artifacts/$t-" -print_final_stats=1 || status=$?
+        -artifact_prefix="$BUILD/artifacts/$t-" -print_final_stats=1 >"$log" 2>&1 || status=$?
     if [[ $status -ne 0 ]]; then
-        echo "fuzz.sh: $t found a problem (exit $status); see $BUILD/artifacts/" >&2
+        tail -n 60 "$log" >&2
+        echo "fuzz.sh: $t found a problem (exit $status); see $BUILD/artifacts/ and $log" >&2
         exit "$status"
     fi
+    grep -E "^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb)" "$log" || tail -n 5 "$log"
 done
 echo "fuzz.sh: no findings"
