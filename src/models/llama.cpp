@@ -206,9 +206,11 @@ void LlamaModel::prepare(int B, int T, bool training) {
 
     // Re-plan the activation roles from scratch (weights/grads entries stay).
     MemoryPlan plan;
-    for (const auto& [role, entries] : plan_.roles())
-        if (role == "weights" || role == "grads")
-            for (const auto& e : entries) plan.add(role, e.name, e.bytes);
+    for (const char* role : {"weights", "grads"}) {
+        auto it = plan_.roles().find(role);
+        if (it != plan_.roles().end())
+            for (const auto& e : it->second) plan.add(role, e.name, e.bytes);
+    }
     plan.add("activations", "layer h1, x_mid, h2", N * C * f, 3 * saved_layers);
     plan.add("activations", "layer rstd1, rstd2", N * f, 2 * saved_layers);
     plan.add("activations", "layer q, att", N * QD * f, 2 * saved_layers);
