@@ -16,6 +16,9 @@ Command add_perplexity(CLI::App& app);
 Command add_bench(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_info(CLI::App& app);
+Command add_tokenize(CLI::App& app);   // cmd_tokenize.cpp
+Command add_data(CLI::App& app);       // cmd_data.cpp
+Command add_templates(CLI::App& app);  // cmd_data.cpp
 
 // Adds --threads N to a subcommand (default 0: all cores).
 void add_threads_option(CLI::App* sub, int* threads);
