@@ -19,6 +19,7 @@ Command add_info(CLI::App& app);
 Command add_tokenize(CLI::App& app);   // cmd_tokenize.cpp
 Command add_data(CLI::App& app);       // cmd_data.cpp
 Command add_templates(CLI::App& app);  // cmd_data.cpp
+Command add_merge(CLI::App& app);      // cmd_merge.cpp
 
 // Adds --threads N to a subcommand (default 0: all cores).
 void add_threads_option(CLI::App* sub, int* threads);

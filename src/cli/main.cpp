@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
     std::vector<tuner::cli::Command> commands = {
         tuner::cli::add_init_model(app), tuner::cli::add_perplexity(app), tuner::cli::add_bench(app),
         tuner::cli::add_generate(app),   tuner::cli::add_info(app),       tuner::cli::add_tokenize(app),
-        tuner::cli::add_data(app),       tuner::cli::add_templates(app),
+        tuner::cli::add_data(app),       tuner::cli::add_templates(app),  tuner::cli::add_merge(app),
     };
     try {
         app.parse(argc, argv);
