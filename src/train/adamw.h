@@ -1,0 +1,60 @@
+// AdamW exactly as torch.optim.AdamW (PyTorch 1.13, single-tensor path, amsgrad off):
+//   p  = p * (1 - lr * weight_decay)                      (decoupled weight decay)
+//   m  = beta1 * m + (1 - beta1) * g
+//   v  = beta2 * v + (1 - beta2) * g * g
+//   p  = p + (-lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// with the same f32 operation order and the same scalars rounded to f32 as torch uses, so that
+// a step matches torch's to the last bit or nearly. Moments are f32 (one m and one v per
+// trained parameter), held in the optimizer's own arena and saved in checkpoints.
+//
+//   AdamW opt(model.trainable_params(), {.lr = 2e-4});
+//   opt.step(lr_for_this_step);     // uses each Param's grad; does not zero it
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/arena.h"
+
+namespace tuner {
+
+struct Param;
+
+struct AdamWConfig {
+    double lr = 2e-4;
+    double beta1 = 0.9, beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+};
+
+class AdamW {
+  public:
+    AdamW(std::vector<Param*> params, const AdamWConfig& config);
+
+    // One update of every parameter with learning rate lr (from the schedule).
+    void step(double lr);
+
+    int64_t steps_taken() const { return t_; }
+    void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
+    const std::vector<Param*>& params() const { return params_; }
+    float* exp_avg(size_t i) { return m_[i]; }
+    float* exp_avg_sq(size_t i) { return v_[i]; }
+    size_t state_bytes() const { return arena_.capacity(); }
+    const AdamWConfig& config() const { return config_; }
+
+  private:
+    std::vector<Param*> params_;
+    AdamWConfig config_;
+    Arena arena_;
+    std::vector<float*> m_, v_;
+    int64_t t_ = 0;
+};
+
+// Global L2 norm over every parameter's gradient (accumulated in double), as
+// torch.nn.utils.clip_grad_norm_ measures it.
+double grad_global_norm(const std::vector<Param*>& params);
+// clip_grad_norm_: when norm > max_norm, scales every gradient by max_norm / (norm + 1e-6).
+// Returns the norm before clipping. max_norm <= 0 only measures.
+double clip_grad_norm(const std::vector<Param*>& params, double max_norm);
+
+}  // namespace tuner
