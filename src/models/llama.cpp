@@ -1,10 +1,12 @@
 // Llama-family model: loading, memory plan, forward and backward. See llama.h for the math.
 #include "models/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 
+#include "core/random.h"
 #include "io/safetensors.h"
 #include "models/llama_tensors.h"
 #include "nn/linear.h"
@@ -16,15 +18,6 @@ namespace fs = std::filesystem;
 
 // Picks the backend implementation of an op from the model's device.
 #define OP(name) (options.device == Device::CUDA ? cuda::name : cpu::name)
-
-WeightView Param::weight_view() const {
-    WeightView w;
-    w.data = value.data;
-    w.dtype = value.dtype;
-    w.rows = value.shape[0];
-    w.cols = value.ndim > 1 ? value.shape[1] : 1;
-    return w;
-}
 
 // ---- activations -------------------------------------------------------------------------
 // Saved for backward, per layer (N = B*T rows):
@@ -43,6 +36,7 @@ struct LlamaModel::LayerActs {
     float* gate;   // (N, F)
     float* up;     // (N, F)
     float* m;      // (N, F)  silu(gate) * up
+    std::array<float*, kLoraModules> xa{};  // (N, r) per active adapter: scale * dropout(x) A^T
 };
 
 struct LlamaModel::Acts {
@@ -58,6 +52,9 @@ struct LlamaModel::Acts {
     float *dq, *datt;               // (N, NH*HD)
     float *dk, *dv;                 // (N, NKV*HD)
     float *dgate, *dup, *dm;        // (N, F)
+    // LoRA (null without adapters):
+    float* dxa = nullptr;    // (N, r) backward scratch
+    float* xdrop = nullptr;  // (N, max in) dropout(x) scratch, only when training with dropout
 };
 
 LlamaModel::LlamaModel() = default;
@@ -129,6 +126,117 @@ std::vector<Param*> LlamaModel::params() {
 
 int64_t LlamaModel::num_params() const { return config.num_params(); }
 
+std::vector<Param*> LlamaModel::trainable_params() {
+    if (lora_) return adapter_params();
+    if (options.trainable) return params();
+    return {};
+}
+
+int64_t LlamaModel::num_trainable_params() {
+    int64_t n = 0;
+    for (Param* p : trainable_params()) n += p->value.numel();
+    return n;
+}
+
+// ---- LoRA -------------------------------------------------------------------------------------
+// (out, in) of a module's base weight.
+static std::pair<int64_t, int64_t> module_shape(const ModelConfig& c, int module) {
+    const int64_t C = c.hidden_size, F = c.intermediate_size;
+    const int64_t QD = c.num_heads * c.head_dim, KVD = c.num_kv_heads * c.head_dim;
+    switch (LoraModule(module)) {
+        case LoraModule::q_proj: return {QD, C};
+        case LoraModule::k_proj: return {KVD, C};
+        case LoraModule::v_proj: return {KVD, C};
+        case LoraModule::o_proj: return {C, QD};
+        case LoraModule::gate_proj: return {F, C};
+        case LoraModule::up_proj: return {F, C};
+        case LoraModule::down_proj: return {C, F};
+    }
+    return {0, 0};
+}
+
+void LlamaModel::enable_lora(const LoraConfig& cfg) {
+    cfg.validate("enable_lora");
+    if (lora_) fail("[lora] enable_lora: this model already has adapters");
+    if (options.trainable)
+        fail("[lora] enable_lora: the base model was loaded with trainable weights; LoRA trains adapters over a "
+             "frozen base (load it with ModelOptions.trainable = false, or set ModelOptions.lora)");
+    const std::array<bool, kLoraModules> on = cfg.targets("enable_lora");
+    const int64_t r = cfg.r;
+    const size_t f = sizeof(float);
+    for (int il = 0; il < int(config.num_layers); il++)
+        for (int m = 0; m < kLoraModules; m++) {
+            if (!on[size_t(m)]) continue;
+            auto [out, in] = module_shape(config, m);
+            plan_.add("adapters", lora_tensor_name(il, m, 'A'), size_t(r * in) * f);
+            plan_.add("adapters", lora_tensor_name(il, m, 'B'), size_t(out * r) * f);
+            plan_.add("adapter grads", lora_tensor_name(il, m, 'A'), size_t(r * in) * f);
+            plan_.add("adapter grads", lora_tensor_name(il, m, 'B'), size_t(out * r) * f);
+        }
+    adapters_ = Arena("adapters", plan_.role_bytes("adapters"));
+    adapter_grads_ = Arena("adapter grads", plan_.role_bytes("adapter grads"));
+    for (int il = 0; il < int(config.num_layers); il++)
+        for (int m = 0; m < kLoraModules; m++) {
+            if (!on[size_t(m)]) continue;
+            auto [out, in] = module_shape(config, m);
+            LoraAdapter& ad = layers[size_t(il)].lora[size_t(m)];
+            ad.A.name = lora_tensor_name(il, m, 'A');
+            ad.B.name = lora_tensor_name(il, m, 'B');
+            ad.A.value = adapters_.alloc_tensor(DType::F32, {r, in});
+            ad.B.value = adapters_.alloc_tensor(DType::F32, {out, r});
+            ad.A.grad = adapter_grads_.alloc_tensor(DType::F32, {r, in});
+            ad.B.grad = adapter_grads_.alloc_tensor(DType::F32, {out, r});
+            ad.scale = cfg.scale();
+            ad.dropout = float(cfg.lora_dropout);
+            ad.layer = il;
+            ad.module = m;
+            lora_init(ad, cfg.seed);
+        }
+    lora_ = cfg;
+    a_.reset();  // the next prepare plans the adapter activations
+}
+
+const LoraConfig& LlamaModel::lora_config() const {
+    TUNER_ASSERT_MSG(lora_.has_value(), "lora_config() on a model without adapters");
+    return *lora_;
+}
+
+std::vector<LoraAdapter*> LlamaModel::adapters() {
+    std::vector<LoraAdapter*> out;
+    for (auto& L : layers)
+        for (auto& ad : L.lora)
+            if (ad.active()) out.push_back(&ad);
+    return out;
+}
+
+std::vector<Param*> LlamaModel::adapter_params() {
+    std::vector<Param*> out;
+    for (LoraAdapter* ad : adapters()) {
+        out.push_back(&ad->A);
+        out.push_back(&ad->B);
+    }
+    return out;
+}
+
+Linear LlamaModel::make_linear(int il, LoraModule m, const Param& weight, const Param* bias) const {
+    Linear lin;
+    lin.weight = &weight;
+    lin.bias = bias;
+    const LoraAdapter& ad = layers[size_t(il)].lora[size_t(m)];
+    if (!adapters_enabled_ || !ad.active()) return lin;
+    lin.lora = &ad;
+    const LayerActs& la = a_->layers[training_ ? size_t(il) : 0];
+    lin.lora_call.xa = la.xa[size_t(m)];
+    lin.lora_call.dxa = a_->dxa;
+    lin.lora_call.xdrop = a_->xdrop;
+    if (dropout_now_ && ad.dropout > 0.0f) {
+        TUNER_ASSERT_MSG(a_->xdrop, "LoRA dropout needs a model prepared for training");
+        lin.lora_call.dropout = true;
+        lin.lora_call.dropout_key = lora_dropout_key(lora_->seed, dropout_counter_, il, int(m));
+    }
+    return lin;
+}
+
 static void check_model_config(const ModelConfig& c, const std::string& where) {
     if (c.head_dim % 2 != 0) fail("[model] {}: head_dim {} must be even for RoPE", where, c.head_dim);
     if (c.num_heads % c.num_kv_heads != 0)
@@ -139,10 +247,11 @@ static void check_model_config(const ModelConfig& c, const std::string& where) {
 std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const ModelOptions& options) {
     auto m = std::make_unique<LlamaModel>();
     m->options = options;
+    if (options.lora) m->options.trainable = false;  // LoRA: the base is frozen
     m->config = load_config((fs::path(dir) / "config.json").string());
     check_model_config(m->config, dir);
     m->source_ = std::make_unique<SafetensorsModel>(dir);
-    m->allocate_params(options.trainable, options.weight_dtype);
+    m->allocate_params(m->options.trainable, options.weight_dtype);
     for (const auto& s : llama_tensor_specs(m->config)) {
         const SafetensorsTensor& t = m->source_->get(s.name);
         if (t.shape != s.shape) {
@@ -172,15 +281,17 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
     }
     m->source_.reset();  // everything is copied: unmap the files
     m->inv_freq_ = rope_inv_freq(m->config);
+    if (options.lora) m->enable_lora(*options.lora);
     return m;
 }
 
 std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& config, const ModelOptions& options, uint64_t seed) {
     auto m = std::make_unique<LlamaModel>();
     m->options = options;
+    if (options.lora) m->options.trainable = false;  // LoRA: the base is frozen
     m->config = config;
     check_model_config(config, "random model");
-    m->allocate_params(options.trainable, options.weight_dtype);
+    m->allocate_params(m->options.trainable, options.weight_dtype);
     for (const auto& s : llama_tensor_specs(config)) {
         Param* p = param_for_spec(*m, s);
         size_t n = size_t(p->value.numel());
@@ -189,6 +300,7 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& config, const 
         convert_from_f32(p->value.data, p->value.dtype, buf.data(), n);
     }
     m->inv_freq_ = rope_inv_freq(config);
+    if (options.lora) m->enable_lora(*options.lora);
     return m;
 }
 
@@ -196,7 +308,8 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& config, const 
 void LlamaModel::prepare(int B, int T, bool training) {
     if (a_ && B <= max_B_ && T <= max_T_ && training == training_) return;
     TUNER_ASSERT(B > 0 && T > 0);
-    if (training && !options.trainable) fail("[model] prepare: training needs a model loaded with trainable weights");
+    if (training && !options.trainable && !lora_)
+        fail("[model] prepare: training needs trainable weights (full fine-tuning) or LoRA adapters");
     const ModelConfig& c = config;
     const size_t N = size_t(B) * size_t(T), C = size_t(c.hidden_size), F = size_t(c.intermediate_size);
     const size_t QD = size_t(c.num_heads * c.head_dim), KVD = size_t(c.num_kv_heads * c.head_dim);
@@ -204,13 +317,25 @@ void LlamaModel::prepare(int B, int T, bool training) {
     const size_t saved_layers = training ? L : 1;
     const size_t f = sizeof(float);
 
-    // Re-plan the activation roles from scratch (weights/grads entries stay).
+    // Re-plan the activation roles from scratch (weights/grads/adapters entries stay).
     MemoryPlan plan;
-    for (const char* role : {"weights", "grads"}) {
+    for (const char* role : {"weights", "grads", "adapters", "adapter grads"}) {
         auto it = plan_.roles().find(role);
         if (it != plan_.roles().end())
             for (const auto& e : it->second) plan.add(role, e.name, e.bytes);
     }
+    // LoRA: per active adapter only xa (N, r) is saved; dropout(x) is regenerated in backward.
+    const size_t R = lora_ ? size_t(lora_->r) : 0;
+    size_t n_adapters = 0, max_in = 0;
+    if (lora_) {
+        for (auto& L : layers)
+            for (auto& ad : L.lora)
+                if (ad.active()) {
+                    n_adapters++;
+                    max_in = std::max(max_in, size_t(ad.A.value.shape[1]));
+                }
+    }
+    const bool lora_dropout = lora_ && lora_->lora_dropout > 0.0 && training;
     plan.add("activations", "layer h1, x_mid, h2", N * C * f, 3 * saved_layers);
     plan.add("activations", "layer rstd1, rstd2", N * f, 2 * saved_layers);
     plan.add("activations", "layer q, att", N * QD * f, 2 * saved_layers);
@@ -220,6 +345,13 @@ void LlamaModel::prepare(int B, int T, bool training) {
     plan.add("activations", "embedding out, residual out", N * C * f, 1 + (training ? L : 2));
     plan.add("activations", "final norm, tmp", N * C * f, 2);
     plan.add("activations", "final rstd, losses", N * f, 2);
+    if (n_adapters) {
+        // Inference: one xa buffer serves every adapter (nothing is kept for a backward).
+        plan.add("adapter activations", "lora xa = scale * dropout(x) A^T", N * R * f,
+                 training ? n_adapters : 1);
+        if (lora_dropout) plan.add("adapter activations", "lora dropout(x) scratch (regenerated)", N * max_in * f);
+        if (training) plan.add("activation grads", "lora dxa", N * R * f);
+    }
     if (training) {
         plan.add("activation grads", "dres, dh, dtmp", N * C * f, 3);
         plan.add("activation grads", "dq, datt", N * QD * f, 2);
@@ -227,7 +359,8 @@ void LlamaModel::prepare(int B, int T, bool training) {
         plan.add("activation grads", "dgate, dup, dm", N * F * f, 3);
     }
     plan_ = std::move(plan);
-    acts_ = Arena("activations", plan_.role_bytes("activations") + plan_.role_bytes("activation grads"));
+    acts_ = Arena("activations", plan_.role_bytes("activations") + plan_.role_bytes("activation grads") +
+                                     plan_.role_bytes("adapter activations"));
 
     a_ = std::make_unique<Acts>();
     a_->layers.resize(saved_layers);
@@ -246,6 +379,19 @@ void LlamaModel::prepare(int B, int T, bool training) {
         la.up = acts_.alloc_f32(N * F);
         la.m = acts_.alloc_f32(N * F);
     }
+    if (n_adapters) {
+        float* shared_xa = training ? nullptr : acts_.alloc_f32(N * R);
+        for (int il = 0; il < int(L); il++) {
+            LayerActs& la = a_->layers[training ? size_t(il) : 0];
+            for (int m = 0; m < kLoraModules; m++) {
+                if (!layers[size_t(il)].lora[size_t(m)].active()) continue;
+                la.xa[size_t(m)] = training ? acts_.alloc_f32(N * R) : shared_xa;
+            }
+        }
+        if (lora_dropout) a_->xdrop = acts_.alloc_f32(N * max_in);
+        if (training) a_->dxa = acts_.alloc_f32(N * R);
+    }
+
     a_->x_embed = acts_.alloc_f32(N * C);
     a_->x_out.resize(training ? L : 2);
     for (auto& x : a_->x_out) x = acts_.alloc_f32(N * C);
@@ -286,6 +432,7 @@ void LlamaModel::run_forward(const Batch& batch) {
     }
     const int32_t* pos = batch.positions ? batch.positions : default_pos_.data();
     const AttnShape shape{batch.B, batch.T, NH, NKV, HD};
+    const Device dev = options.device;
 
     float* x = a_->x_embed;
     OP(embedding_forward)(x, batch.tokens, embed_tokens.weight_view(), N);
@@ -295,20 +442,21 @@ void LlamaModel::run_forward(const Batch& batch) {
         la.x_in = x;  // the previous layer's output (kept until backward when training)
         // attention block
         OP(rmsnorm_forward)(la.h1, la.rstd1, la.x_in, W.attn_norm.value.f32(), N, C, eps);
-        linear_forward(options.device, la.q, la.h1, {&W.q_proj, c.attention_bias ? &W.q_bias : nullptr}, N);
-        linear_forward(options.device, la.k, la.h1, {&W.k_proj, c.attention_bias ? &W.k_bias : nullptr}, N);
-        linear_forward(options.device, la.v, la.h1, {&W.v_proj, c.attention_bias ? &W.v_bias : nullptr}, N);
+        const bool bias = c.attention_bias;
+        linear_forward(dev, la.q, la.h1, make_linear(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), N);
+        linear_forward(dev, la.k, la.h1, make_linear(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), N);
+        linear_forward(dev, la.v, la.h1, make_linear(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), N);
         OP(rope_forward)(la.q, pos, inv_freq_.data(), N, NH, HD);
         OP(rope_forward)(la.k, pos, inv_freq_.data(), N, NKV, HD);
         OP(attention_forward)(la.att, la.lse, la.q, la.k, la.v, batch.seg_start, shape);
-        linear_forward(options.device, a_->tmp, la.att, {&W.o_proj, nullptr}, N);
+        linear_forward(dev, a_->tmp, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
         OP(add_forward)(la.x_mid, la.x_in, a_->tmp, N * C);
         // MLP block
         OP(rmsnorm_forward)(la.h2, la.rstd2, la.x_mid, W.mlp_norm.value.f32(), N, C, eps);
-        linear_forward(options.device, la.gate, la.h2, {&W.gate_proj, nullptr}, N);
-        linear_forward(options.device, la.up, la.h2, {&W.up_proj, nullptr}, N);
+        linear_forward(dev, la.gate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
+        linear_forward(dev, la.up, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
         OP(swiglu_forward)(la.m, la.gate, la.up, N * F);
-        linear_forward(options.device, a_->tmp, la.m, {&W.down_proj, nullptr}, N);
+        linear_forward(dev, a_->tmp, la.m, make_linear(il, LoraModule::down_proj, W.down_proj, nullptr), N);
         float* out = training_ ? a_->x_out[size_t(il)] : a_->x_out[size_t(il) % 2];
         OP(add_forward)(out, la.x_mid, a_->tmp, N * C);
         x = out;
@@ -316,9 +464,13 @@ void LlamaModel::run_forward(const Batch& batch) {
     OP(rmsnorm_forward)(a_->hf, a_->rstdf, x, final_norm.value.f32(), N, C, eps);
 }
 
-double LlamaModel::forward_loss(const Batch& batch, int64_t* count) {
+double LlamaModel::forward_loss(const Batch& batch, int64_t* count, bool lora_dropout) {
     TUNER_ASSERT(batch.targets);
+    if (lora_dropout && lora_ && lora_->lora_dropout > 0.0 && !(a_ && a_->xdrop))
+        fail("[model] forward_loss with LoRA dropout needs a model prepared for training");
+    dropout_now_ = lora_dropout;
     run_forward(batch);
+    dropout_now_ = false;
     const int64_t N = int64_t(batch.B) * batch.T;
     int64_t n = OP(lm_head_cross_entropy)(a_->losses, nullptr, nullptr, nullptr, a_->hf, lm_head.weight_view(),
                                           batch.targets, N, 0.0f);
@@ -343,6 +495,7 @@ void LlamaModel::last_logits(const Batch& batch, float* out) {
 double LlamaModel::forward_backward(const Batch& batch, float grad_scale, int64_t* count) {
     TUNER_ASSERT(batch.targets);
     TUNER_ASSERT_MSG(training_, "call prepare(B, T, /*training=*/true) before forward_backward");
+    dropout_now_ = true;  // training pass: adapter dropout on, masks keyed by dropout_counter_
     run_forward(batch);
     const int64_t N = int64_t(batch.B) * batch.T;
     // The loss is the last op: its gradient w.r.t. the final norm output (into dh) and the head
@@ -354,6 +507,8 @@ double LlamaModel::forward_backward(const Batch& batch, float grad_scale, int64_
     for (int64_t i = 0; i < N; i++) sum += a_->losses[i];
     if (count) *count = n;
     run_backward(batch);
+    dropout_now_ = false;
+    dropout_counter_++;
     return sum;
 }
 
@@ -373,22 +528,27 @@ void LlamaModel::run_backward(const Batch& batch) {
         const LlamaLayer& W = layers[size_t(il)];
         LayerActs& la = a.layers[size_t(il)];
         // MLP block: x_out = x_mid + down(m); dres flows to x_mid unchanged, plus the norm path.
-        linear_backward(dev, a.dm, false, a.dres, la.m, {&W.down_proj, nullptr}, N);
+        linear_backward(dev, a.dm, false, a.dres, la.m, make_linear(il, LoraModule::down_proj, W.down_proj, nullptr), N);
         OP(swiglu_backward)(a.dgate, a.dup, a.dm, la.gate, la.up, N * F);
-        linear_backward(dev, a.dh, false, a.dgate, la.h2, {&W.gate_proj, nullptr}, N);
-        linear_backward(dev, a.dh, true, a.dup, la.h2, {&W.up_proj, nullptr}, N);
+        linear_backward(dev, a.dh, false, a.dgate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
+        linear_backward(dev, a.dh, true, a.dup, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
         OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.mlp_norm.grad.data), a.dh, la.x_mid,
                              W.mlp_norm.value.f32(), la.rstd2, N, C);
         OP(add_inplace)(a.dres, a.dtmp, N * C);
         // attention block: x_mid = x_in + o_proj(att)
-        linear_backward(dev, a.datt, false, a.dres, la.att, {&W.o_proj, nullptr}, N);
+        linear_backward(dev, a.datt, false, a.dres, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
         OP(attention_backward)(a.dq, a.dk, a.dv, a.datt, la.q, la.k, la.v, la.att, la.lse, batch.seg_start, shape);
         OP(rope_backward)(a.dq, pos, inv_freq_.data(), N, NH, HD);
         OP(rope_backward)(a.dk, pos, inv_freq_.data(), N, NKV, HD);
         const bool bias = c.attention_bias;
-        linear_backward(dev, a.dh, false, a.dq, la.h1, {&W.q_proj, bias ? &W.q_bias : nullptr}, N);
-        linear_backward(dev, a.dh, true, a.dk, la.h1, {&W.k_proj, bias ? &W.k_bias : nullptr}, N);
-        linear_backward(dev, a.dh, true, a.dv, la.h1, {&W.v_proj, bias ? &W.v_bias : nullptr}, N);
+        // Below layer 0's attention input only the embedding (and this norm) could want a
+        // gradient; a frozen embedding (LoRA) skips the input gradients there.
+        const bool need_dx = il > 0 || embed_tokens.trainable() || W.attn_norm.trainable();
+        float* dh = need_dx ? a.dh : nullptr;
+        linear_backward(dev, dh, false, a.dq, la.h1, make_linear(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), N);
+        linear_backward(dev, dh, true, a.dk, la.h1, make_linear(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), N);
+        linear_backward(dev, dh, true, a.dv, la.h1, make_linear(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), N);
+        if (!need_dx) break;
         OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.attn_norm.grad.data), a.dh, la.x_in,
                              W.attn_norm.value.f32(), la.rstd1, N, C);
         OP(add_inplace)(a.dres, a.dtmp, N * C);
@@ -397,7 +557,10 @@ void LlamaModel::run_backward(const Batch& batch) {
         OP(embedding_backward)(static_cast<float*>(embed_tokens.grad.data), a.dres, batch.tokens, N, C);
 }
 
-void LlamaModel::zero_grad() { grads_.zero(); }
+void LlamaModel::zero_grad() {
+    grads_.zero();
+    adapter_grads_.zero();
+}
 
 // ---- save -------------------------------------------------------------------------------------
 void LlamaModel::save(const std::string& dir, DType dtype) const {

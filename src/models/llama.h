@@ -9,13 +9,28 @@
 //   x  = x + m @ Wd^T
 // then xf = rmsnorm(x) and loss = cross_entropy(xf @ Wlm^T, targets), fused and chunked.
 //
+// Every projection (q/k/v/o, gate/up/down) goes through nn/linear, where LoRA adapters attach
+// (see nn/lora.h): with LoRA the base is frozen (no gradients, no gradient memory, any stored
+// dtype) and only the adapters' A and B are trained.
+//
+//   // full fine-tuning
 //   LlamaModel m = LlamaModel::load("models/smol", {});
 //   m.prepare(B, T, /*training=*/true);        // plans + allocates activations and grads
-//   float loss = m.forward_backward(batch);    // grads accumulate into m.params()[i]->grad
+//   float loss = m.forward_backward(batch);    // grads accumulate into m.trainable_params()[i]->grad
+//
+//   // LoRA over a frozen bf16 base
+//   ModelOptions o;  o.weight_dtype = DType::BF16;  o.lora = LoraConfig{};   // r 64, all-linear
+//   auto m = LlamaModel::load("models/smol", o);  // or load with trainable = false + enable_lora(cfg)
+//   m->prepare(B, T, true);
+//   m->set_lora_dropout_counter(step * grad_accum + micro);   // dropout masks of this micro-batch
+//   m->forward_backward(batch, 1.0f / n_tokens, &count);       // grads of A and B only
+//   AdamW opt(m->trainable_params(), ...);
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,20 +38,13 @@
 #include "core/arena.h"
 #include "core/tensor.h"
 #include "io/hf_config.h"
+#include "nn/lora.h"
+#include "nn/param.h"
 
 namespace tuner {
 
 class SafetensorsModel;
-
-// A named parameter: its value (any dtype for a frozen weight, F32 when trained) and, when
-// trained, an F32 gradient of the same shape (grad.data == nullptr when frozen).
-struct Param {
-    std::string name;  // Hugging Face tensor name, e.g. "model.layers.0.self_attn.q_proj.weight"
-    Tensor value;
-    Tensor grad;
-    bool trainable() const { return grad.data != nullptr; }
-    WeightView weight_view() const;  // value as a 2-D (rows, cols) matrix
-};
+struct Linear;
 
 // One batch of token rows. All arrays are (B*T) int32.
 struct Batch {
@@ -53,12 +61,16 @@ struct ModelOptions {
     DType weight_dtype = DType::F32;
     bool trainable = true;  // full fine-tuning: every parameter gets a gradient
     Device device = Device::CPU;
+    // LoRA: adapters on the targeted linears (load/random call enable_lora). The base is then
+    // frozen whatever `trainable` says.
+    std::optional<LoraConfig> lora;
 };
 
 struct LlamaLayer {
     Param attn_norm, q_proj, k_proj, v_proj, o_proj;
     Param q_bias, k_bias, v_bias;  // only with config.attention_bias
     Param mlp_norm, gate_proj, up_proj, down_proj;
+    std::array<LoraAdapter, kLoraModules> lora;  // by LoraModule; inactive unless targeted
 };
 
 class LlamaModel {
@@ -75,9 +87,36 @@ class LlamaModel {
     // A model with the given config and random weights (init as HF does: normal(0, 0.02), norms 1).
     static std::unique_ptr<LlamaModel> random(const ModelConfig& config, const ModelOptions& options, uint64_t seed);
 
-    // Every parameter, in Hugging Face order (tied lm_head excluded).
+    // Every base parameter, in Hugging Face order (tied lm_head excluded). Adapters are not
+    // included (see adapter_params).
     std::vector<Param*> params();
     int64_t num_params() const;
+    // Exactly what the optimizer updates, each with F32 value and grad: every base parameter
+    // for full fine-tuning; the adapters' A and B (layer by layer, modules in LoraModule order,
+    // A before B) with LoRA; empty for a frozen model without adapters.
+    std::vector<Param*> trainable_params();
+    int64_t num_trainable_params();
+
+    // ---- LoRA ----
+    // Adds an adapter (A Kaiming-uniform, B zero; see nn/lora.h) to every targeted linear of
+    // every layer. The base must be frozen (loaded with trainable = false, or options.lora set).
+    // Call before prepare (a later prepare re-plans). Errors are tuner::Error.
+    void enable_lora(const LoraConfig& config);
+    bool lora_enabled() const { return lora_.has_value(); }
+    const LoraConfig& lora_config() const;  // asserts lora_enabled()
+    // Every adapter parameter (A and B, same order as trainable_params); empty without LoRA.
+    std::vector<Param*> adapter_params();
+    // Active adapters, layer by layer in LoraModule order.
+    std::vector<LoraAdapter*> adapters();
+    // Off: every linear computes the base only (forward and backward): the base model's output
+    // exactly, e.g. the reference model of DPO. On by default.
+    void set_adapters_enabled(bool enabled) { adapters_enabled_ = enabled; }
+    bool adapters_enabled() const { return adapters_enabled_; }
+    // Dropout masks are a function of (config.seed, counter, layer, module). forward_backward
+    // uses the current counter and then increments it; set it to a value derived from the
+    // optimizer step and micro-batch index (or save and restore it) for an exact resume.
+    void set_lora_dropout_counter(uint64_t counter) { dropout_counter_ = counter; }
+    uint64_t lora_dropout_counter() const { return dropout_counter_; }
 
     // Plans and allocates activations (and, when training, gradients) for batches of up to
     // B x T tokens. Must be called before forward; calling it again with a larger shape re-plans.
@@ -85,8 +124,10 @@ class LlamaModel {
     const MemoryPlan& memory_plan() const { return plan_; }
 
     // Forward only: returns the sum of per-token losses over rows with targets != -100 and sets
-    // *count to the number of such rows. batch.targets must be set.
-    double forward_loss(const Batch& batch, int64_t* count);
+    // *count to the number of such rows. batch.targets must be set. lora_dropout: apply the
+    // adapters' dropout with the current counter (not advanced), as forward_backward would (for
+    // gradient checks; needs a model prepared for training). Evaluation leaves it off.
+    double forward_loss(const Batch& batch, int64_t* count, bool lora_dropout = false);
     // Forward + backward. Gradients of (grad_scale * sum of token losses) accumulate into the
     // params' grads. Returns the sum of token losses; *count as above.
     double forward_backward(const Batch& batch, float grad_scale, int64_t* count);
@@ -95,7 +136,7 @@ class LlamaModel {
     // Logits (V) of the last position of row 0 only.
     void last_logits(const Batch& batch, float* out);
 
-    void zero_grad();
+    void zero_grad();  // base grads and adapter grads
     // Writes config.json and model.safetensors (dtype: F32 or BF16/F16) into dir.
     void save(const std::string& dir, DType dtype) const;
 
@@ -108,9 +149,16 @@ class LlamaModel {
     void allocate_params(bool trainable, DType frozen_dtype);
     void run_forward(const Batch& batch);  // fills activations up to the final norm
     void run_backward(const Batch& batch); // from d(final norm output) down to the embedding
+    // The Linear of (layer il, module m) with its adapter and per-call buffers, when enabled.
+    Linear make_linear(int il, LoraModule m, const Param& weight, const Param* bias) const;
 
     MemoryPlan plan_;
     Arena weights_, grads_, acts_;
+    Arena adapters_, adapter_grads_;
+    std::optional<LoraConfig> lora_;
+    bool adapters_enabled_ = true;
+    bool dropout_now_ = false;  // apply adapter dropout in this pass (training passes)
+    uint64_t dropout_counter_ = 0;
     std::unique_ptr<Acts> a_;
     std::vector<float> inv_freq_;
     std::vector<int32_t> default_pos_;
