@@ -1,0 +1,65 @@
+// The training config file (YAML; keys documented in docs/config.md). Every key can be
+// overridden with `--set a.b=value`; unknown keys are errors naming the closest known key.
+// Defaults follow the reference system (XTuner; ../shared/spec/reference-behaviour.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/yaml_config.h"
+#include "train/schedule.h"
+
+namespace tuner {
+
+struct LoraSettings {
+    int64_t r = 64;
+    double lora_alpha = 16;
+    double lora_dropout = 0.1;
+    std::vector<std::string> target_modules = {"all-linear"};
+    bool use_rslora = false;
+    std::string init_adapter;  // a PEFT adapter folder to start from ("" = fresh)
+};
+
+struct TrainSettings {
+    double lr = -1;  // -1: 2e-4 for lora, 2e-5 for full (the reference's defaults)
+    ScheduleType schedule = ScheduleType::Cosine;
+    double warmup_ratio = 0.03;
+    int64_t warmup_steps = -1;  // >= 0 overrides warmup_ratio
+    double weight_decay = 0.0;
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    double max_grad_norm = 1.0;  // 0 = off
+    int64_t batch_size = 1;
+    int64_t grad_accum = 16;
+    int64_t epochs = 3;
+    int64_t max_steps = 0;  // > 0 overrides epochs
+    uint64_t seed = 0;
+    int64_t log_every = 1;
+};
+
+struct TrainConfig {
+    ConfigFile file;         // the parsed YAML (the data section is read by the data pipeline)
+    std::string model;       // a Hugging Face folder
+    std::string method = "lora";  // full | lora
+    std::string output_dir;
+    std::string resume;      // "" | "auto" | a checkpoint folder
+    std::string base_dtype = "f32";  // storage of the frozen base with lora: f32 | bf16
+    int threads = 0;
+    LoraSettings lora;
+    TrainSettings train;
+    int64_t eval_every = 0;  // 0 = only at the end
+    std::vector<std::string> eval_prompts;
+    int64_t eval_max_new_tokens = 64;
+    int64_t save_every = 500;
+    int64_t save_keep = 2;
+
+    // The resolved config as YAML (written into checkpoints and output_dir/config.yaml).
+    std::string resolved_yaml() const;
+};
+
+// Loads PATH, applies `--set` overrides, checks every known section's keys and parses them.
+// The `data` section is only checked to be a mapping here.
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides);
+TrainConfig parse_train_config(ConfigFile file);
+
+}  // namespace tuner

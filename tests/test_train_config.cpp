@@ -1,0 +1,102 @@
+// The training config: defaults from the reference, --set overrides, and clear errors for typos
+// and wrong types; metrics.jsonl and the loss curve.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "testing.h"
+#include "train/metrics.h"
+#include "train/train_config.h"
+
+using namespace tuner;
+
+static const char* kMinimal = R"(model: models/tiny
+output_dir: runs/x
+data:
+  train: [{path: a.jsonl, format: alpaca}]
+)";
+
+static std::string error_of(const std::string& yaml, std::vector<std::string> sets = {}) {
+    try {
+        ConfigFile f = config_parse(yaml, "train.yaml");
+        for (auto& s : sets) config_apply_set(f, s);
+        parse_train_config(f);
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST(TrainConfig, DefaultsFollowTheReference) {
+    TrainConfig c = parse_train_config(config_parse(kMinimal, "train.yaml"));
+    EXPECT_EQ(c.method, "lora");
+    EXPECT_EQ(c.lora.r, 64);
+    EXPECT_EQ(c.lora.lora_alpha, 16);
+    EXPECT_DOUBLE_EQ(c.lora.lora_dropout, 0.1);
+    EXPECT_DOUBLE_EQ(c.train.lr, 2e-4);
+    EXPECT_EQ(c.train.grad_accum, 16);
+    EXPECT_EQ(c.train.epochs, 3);
+    EXPECT_DOUBLE_EQ(c.train.max_grad_norm, 1.0);
+    EXPECT_DOUBLE_EQ(c.train.warmup_ratio, 0.03);
+    EXPECT_EQ(c.save_every, 500);
+    EXPECT_EQ(c.save_keep, 2);
+    ConfigFile full = config_parse(std::string(kMinimal) + "method: full\n", "train.yaml");
+    EXPECT_DOUBLE_EQ(parse_train_config(full).train.lr, 2e-5);
+}
+
+TEST(TrainConfig, SetOverrides) {
+    ConfigFile f = config_parse(kMinimal, "train.yaml");
+    config_apply_set(f, "train.lr=1e-3");
+    config_apply_set(f, "lora.target_modules=[q_proj, v_proj]");
+    TrainConfig c = parse_train_config(f);
+    EXPECT_DOUBLE_EQ(c.train.lr, 1e-3);
+    ASSERT_EQ(c.lora.target_modules.size(), 2u);
+    EXPECT_EQ(c.lora.target_modules[1], "v_proj");
+    EXPECT_NE(c.resolved_yaml().find("lr: 0.001"), std::string::npos) << c.resolved_yaml();
+}
+
+TEST(TrainConfig, TyposNameTheClosestKey) {
+    std::string e = error_of(std::string(kMinimal) + "train: {lerning_rate: 1}\n");
+    EXPECT_NE(e.find("lerning_rate"), std::string::npos) << e;
+    e = error_of(std::string(kMinimal) + "train: {grad_acum: 4}\n");
+    EXPECT_NE(e.find("grad_accum"), std::string::npos) << e;
+    e = error_of(std::string(kMinimal) + "lora: {lora_alpah: 4}\n");
+    EXPECT_NE(e.find("lora_alpha"), std::string::npos) << e;
+    e = error_of(std::string(kMinimal) + "metod: full\n");
+    EXPECT_NE(e.find("method"), std::string::npos) << e;
+}
+
+TEST(TrainConfig, WrongTypesAndValues) {
+    std::string e = error_of(std::string(kMinimal) + "train: {batch_size: many}\n");
+    EXPECT_NE(e.find("train.batch_size"), std::string::npos) << e;
+    EXPECT_NE(e.find("train.yaml"), std::string::npos) << e;
+    e = error_of(std::string(kMinimal) + "method: qlora2\n");
+    EXPECT_NE(e.find("qlora2"), std::string::npos) << e;
+    e = error_of("output_dir: x\ndata: {train: []}\n");
+    EXPECT_NE(e.find("model"), std::string::npos) << e;
+    e = error_of(kMinimal, {"lora.lora_dropout=1.5"});
+    EXPECT_NE(e.find("lora_dropout"), std::string::npos) << e;
+}
+
+TEST(Metrics, JsonlAndSvg) {
+    std::string dir = tuner::testing::make_temp_dir("metrics");
+    {
+        MetricsLog log(dir + "/metrics.jsonl", false);
+        for (int s = 1; s <= 20; s++) {
+            nlohmann::json r = {{"step", s}, {"loss", 3.0 / s}, {"lr", 1e-3}};
+            if (s % 5 == 0) r["eval_loss"] = 3.2 / s;
+            log.write(r);
+        }
+    }
+    std::ofstream(dir + "/metrics.jsonl", std::ios::app) << "{\"step\": 21, \"lo";  // a line cut by a crash
+    auto recs = read_metrics(dir + "/metrics.jsonl");
+    ASSERT_EQ(recs.size(), 20u);
+    write_loss_svg(dir + "/loss.svg", recs, "test run");
+    std::ifstream f(dir + "/loss.svg");
+    std::string svg((std::istreambuf_iterator<char>(f)), {});
+    EXPECT_NE(svg.find("<svg"), std::string::npos);
+    EXPECT_NE(svg.find("validation loss"), std::string::npos);
+    EXPECT_EQ(std::count(svg.begin(), svg.end(), '\n') > 10, true);
+}
