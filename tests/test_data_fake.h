@@ -11,7 +11,28 @@
 
 namespace tuner::testing {
 
-class FakeTokenizer : public Tokenizer {
+// The Tokenizer interface grows incremental decoding (DecodeState, decode_append, describe);
+// this base implements those only when the interface has them, so the fake builds either way.
+template <typename T>
+concept HasDecodeState = requires { typename T::DecodeState; };
+
+template <typename Base, bool = HasDecodeState<Base>>
+class FakeTokenizerBase : public Base {};
+
+template <typename Base>
+class FakeTokenizerBase<Base, true> : public Base {
+  public:
+    void decode_append(typename Base::DecodeState& state, int32_t id, bool skip_special,
+                       std::string& bytes) const override {
+        if (id < 0 || id >= this->vocab_size()) return;
+        if (skip_special && this->is_special(id)) return;
+        state.tokens++;
+        bytes += this->id_to_piece(id);
+    }
+    std::string describe() const override { return "fake (one token per byte)"; }
+};
+
+class FakeTokenizer : public FakeTokenizerBase<Tokenizer> {
   public:
     // specials: extra single-token strings; bos/eos ("" for none) are added to them.
     explicit FakeTokenizer(std::vector<std::string> specials = {}, std::string bos = "<s>", std::string eos = "</s>",
