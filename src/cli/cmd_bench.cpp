@@ -1,14 +1,24 @@
 // tuner bench MODEL_DIR [--seq T] [--steps N] [--batch B] [--threads N] [--json]
-// Times forward + backward of a full fine-tuning step (no optimizer yet) on random tokens and
-// reports tokens/s, achieved GFLOP/s, this machine's measured f32 GEMM peak and the MFU.
+//                       [--lora-r R [--lora-targets all-linear|q_proj,v_proj,...] [--lora-alpha A]
+//                        [--lora-dropout P] [--base-dtype f32|bf16]]
+// Times forward + backward of a training step (no optimizer) on random tokens: full fine-tuning,
+// or with --lora-r LoRA adapters over a frozen base. Reports tokens/s, achieved GFLOP/s, this
+// machine's measured f32 GEMM peak and the MFU.
 //
 // FLOPs per trained token (stated in the output):
+// full fine-tuning:
 //   6 * N_matmul                (forward 2N, backward 4N over every matmul weight, head included)
 // + 6 * L * T * NH * HD         (causal attention: QK^T and PV, 2*T*NH*HD each per token, halved
 //                                by the causal mask, times 3 for forward + backward)
+// LoRA (the frozen base gets no weight gradients):
+//   4 * N_matmul                (forward 2N + input gradient 2N)
+// + 6 * N_lora                  (N_lora = r * (in + out) summed over the adapters: forward 2,
+//                                backward 4: dB, d(xa), dA, dx)
+// + 6 * L * T * NH * HD
 #include <chrono>
 #include <memory>
 #include <random>
+#include <sstream>
 
 #include "backend/kernels.h"
 #include "cli/commands.h"
@@ -48,20 +58,46 @@ Command add_bench(CLI::App& app) {
         std::string model;
         int seq = 512, steps = 3, batch = 1, threads = 0;
         bool json = false, memory = false;
+        int64_t lora_r = 0;
+        std::string lora_targets = "all-linear", base_dtype = "f32";
+        double lora_alpha = 16.0, lora_dropout = 0.1;
     };
     auto o = std::make_shared<Opts>();
-    auto* sub = app.add_subcommand("bench", "time forward + backward of a full fine-tuning step; tokens/s and MFU");
+    auto* sub = app.add_subcommand("bench", "time forward + backward of a training step (full or LoRA); tokens/s and MFU");
     sub->add_option("model", o->model, "Hugging Face model folder")->required();
     sub->add_option("--seq", o->seq, "sequence length T");
     sub->add_option("--batch", o->batch, "rows per step B");
     sub->add_option("--steps", o->steps, "timed steps (after one warm-up step)");
     sub->add_flag("--json", o->json, "print one JSON object");
     sub->add_flag("--memory", o->memory, "print the memory plan");
+    sub->add_option("--lora-r", o->lora_r, "LoRA rank: time LoRA over a frozen base instead of full fine-tuning");
+    sub->add_option("--lora-targets", o->lora_targets, "LoRA target modules, comma-separated (default all-linear)");
+    sub->add_option("--lora-alpha", o->lora_alpha, "LoRA alpha (default 16)");
+    sub->add_option("--lora-dropout", o->lora_dropout, "LoRA dropout (default 0.1)");
+    sub->add_option("--base-dtype", o->base_dtype, "storage of the frozen base with LoRA: f32 or bf16 (default f32)");
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);
                 ModelOptions mo;
                 mo.trainable = true;
+                const bool lora = o->lora_r > 0;
+                if (lora) {
+                    LoraConfig lc;
+                    lc.r = o->lora_r;
+                    lc.lora_alpha = o->lora_alpha;
+                    lc.lora_dropout = o->lora_dropout;
+                    lc.target_modules.clear();
+                    std::stringstream ss(o->lora_targets);
+                    for (std::string t; std::getline(ss, t, ',');)
+                        if (!t.empty()) lc.target_modules.push_back(t);
+                    lc.validate("bench");
+                    mo.lora = lc;
+                    mo.trainable = false;
+                    if (o->base_dtype == "bf16") mo.weight_dtype = DType::BF16;
+                    else if (o->base_dtype != "f32") fail("[bench] --base-dtype {}: expected f32 or bf16", o->base_dtype);
+                } else if (o->base_dtype != "f32") {
+                    fail("[bench] --base-dtype needs --lora-r (full fine-tuning trains f32 weights)");
+                }
                 auto model = LlamaModel::load(o->model, mo);
                 const ModelConfig& c = model->config;
                 const int B = o->batch, T = o->seq;
@@ -93,7 +129,17 @@ Command add_bench(CLI::App& app) {
                 const double C = double(c.hidden_size), F = double(c.intermediate_size), V = double(c.vocab_size);
                 const double L = double(c.num_layers);
                 const double n_matmul = L * (C * QD + 2 * C * KVD + QD * C + 3 * C * F) + V * C;
-                const double flops_per_token = 6.0 * n_matmul + 6.0 * L * double(T) * QD;
+                double n_lora = 0;
+                for (LoraAdapter* ad : model->adapters())
+                    n_lora += double(ad->A.value.numel() + ad->B.value.numel());
+                const double flops_per_token = (lora ? 4.0 * n_matmul + 6.0 * n_lora : 6.0 * n_matmul) +
+                                               6.0 * L * double(T) * QD;
+                const std::string formula =
+                    lora ? "4*N_matmul + 6*N_lora + 6*L*T*NH*HD" : "6*N_matmul + 6*L*T*NH*HD";
+                const std::string method =
+                    lora ? fmt::format("lora r={} ({}), {} base, dropout {}", o->lora_r, o->lora_targets, o->base_dtype,
+                                       o->lora_dropout)
+                         : std::string("full");
                 const double tokens_per_step = double(B) * double(T);
                 const double tps = tokens_per_step / mean;
                 const double gflops = flops_per_token * tps / 1e9;
@@ -107,17 +153,20 @@ Command add_bench(CLI::App& app) {
                         "{\"tokens_per_s\": %.2f, \"step_s\": %.4f, \"best_step_s\": %.4f, \"gflops\": %.2f, "
                         "\"peak_gflops\": %.2f, \"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"plan_mb\": %.1f, "
                         "\"scratch_mb\": %.1f, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"params\": %lld, "
-                        "\"loss\": %.4f, \"flops_formula\": \"6*N_matmul + 6*L*T*NH*HD\"}\n",
+                        "\"loss\": %.4f, \"flops_formula\": \"%s\", \"method\": \"%s\", \"trainable_params\": %lld}\n",
                         tps, mean, best, gflops, peak, gflops / peak, rss_mb, plan_mb, scratch_mb, num_threads(), B, T,
-                        (long long)c.num_params(), loss / double(count));
+                        (long long)c.num_params(), loss / double(count), formula.c_str(), method.c_str(),
+                        (long long)model->num_trainable_params());
                 } else {
                     std::printf("model %s: %.1fM parameters, B=%d T=%d, %d threads\n", o->model.c_str(),
                                 double(c.num_params()) / 1e6, B, T, num_threads());
+                    std::printf("training: %s, %.2fM trainable parameters\n", method.c_str(),
+                                double(model->num_trainable_params()) / 1e6);
                     std::printf("step (forward + backward): mean %.3f s, best %.3f s over %d steps\n", mean, best,
                                 o->steps);
                     std::printf("throughput: %.1f tokens/s, %.1f GFLOP/s\n", tps, gflops);
-                    std::printf("FLOPs per token: 6*N_matmul + 6*L*T*NH*HD = %.3f GFLOP (N_matmul = %.1fM)\n",
-                                flops_per_token / 1e9, n_matmul / 1e6);
+                    std::printf("FLOPs per token: %s = %.3f GFLOP (N_matmul = %.1fM, N_lora = %.2fM)\n",
+                                formula.c_str(), flops_per_token / 1e9, n_matmul / 1e6, n_lora / 1e6);
                     std::printf("f32 GEMM peak (measured, 2048^3): %.1f GFLOP/s  ->  MFU %.1f%%\n", peak,
                                 100.0 * gflops / peak);
                     std::printf("memory: plan %.1f MiB + kernel scratch %.1f MiB; peak RSS %.1f MiB\n", plan_mb,

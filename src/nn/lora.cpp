@@ -1,5 +1,6 @@
 #include "nn/lora.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -96,37 +97,37 @@ static inline uint32_t keep_threshold(float p) {
     return t >= 4294967295.0 ? 0xffffffffu : uint32_t(t);
 }
 
-// Two elements per 64-bit hash: element i uses the low (even i) or high (odd i) half of
-// splitmix64(key + i/2).
-static inline uint32_t element_bits(uint64_t key, int64_t i) {
-    uint64_t h = splitmix64(key + uint64_t(i >> 1));
-    return (i & 1) ? uint32_t(h >> 32) : uint32_t(h);
-}
+// Element i uses the high 32 bits of splitmix64(key + i): one hash per element, in straight-line
+// code that the compiler vectorises (8 lanes of 64-bit multiplies with AVX-512), which made the
+// masks ~8x cheaper than a scalar loop sharing one hash between two elements.
+static inline uint32_t element_bits(uint64_t key, int64_t i) { return uint32_t(splitmix64(key + uint64_t(i)) >> 32); }
 
 bool lora_dropout_keep(uint64_t key, int64_t i, float p) { return element_bits(key, i) >= keep_threshold(p); }
 
-// Both loops walk pairs of elements so each hash is computed once.
+// Blocks of elements per thread; each block's loop is branch-free so it vectorises.
+static constexpr int64_t kDropoutBlock = 4096;
+
 void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, float p) {
     const uint32_t thr = keep_threshold(p);
     const float s = 1.0f / (1.0f - p);
+    const int64_t nblocks = (n + kDropoutBlock - 1) / kDropoutBlock;
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t j = 0; j < (n + 1) / 2; j++) {
-        const uint64_t h = splitmix64(key + uint64_t(j));
-        const int64_t i = 2 * j;
-        out[i] = uint32_t(h) >= thr ? x[i] * s : 0.0f;
-        if (i + 1 < n) out[i + 1] = uint32_t(h >> 32) >= thr ? x[i + 1] * s : 0.0f;
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t i0 = blk * kDropoutBlock, i1 = std::min(n, i0 + kDropoutBlock);
+#pragma omp simd
+        for (int64_t i = i0; i < i1; i++) out[i] = element_bits(key, i) >= thr ? x[i] * s : 0.0f;
     }
 }
 
 void lora_dropout_backward_add(float* dx, const float* g, int64_t n, uint64_t key, float p) {
     const uint32_t thr = keep_threshold(p);
     const float s = 1.0f / (1.0f - p);
+    const int64_t nblocks = (n + kDropoutBlock - 1) / kDropoutBlock;
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t j = 0; j < (n + 1) / 2; j++) {
-        const uint64_t h = splitmix64(key + uint64_t(j));
-        const int64_t i = 2 * j;
-        if (uint32_t(h) >= thr) dx[i] += g[i] * s;
-        if (i + 1 < n && uint32_t(h >> 32) >= thr) dx[i + 1] += g[i + 1] * s;
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        const int64_t i0 = blk * kDropoutBlock, i1 = std::min(n, i0 + kDropoutBlock);
+#pragma omp simd
+        for (int64_t i = i0; i < i1; i++) dx[i] += element_bits(key, i) >= thr ? g[i] * s : 0.0f;
     }
 }
 

@@ -87,8 +87,8 @@ void lora_init(LoraAdapter& adapter, uint64_t seed);
 // ---- dropout masks (CPU) ----------------------------------------------------------------------
 // Key of the mask of one linear for one micro-batch.
 uint64_t lora_dropout_key(uint64_t seed, uint64_t counter, int layer, int module);
-// Whether element i survives: 32 random bits per element, kept iff bits >= p * 2^32 (so the
-// keep probability is 1 - p to within 2^-32).
+// Whether element i survives: 32 random bits per element (the high half of splitmix64(key + i)),
+// kept iff bits >= p * 2^32, so the keep probability is 1 - p to within 2^-32.
 bool lora_dropout_keep(uint64_t key, int64_t i, float p);
 // out (n) = x * keep / (1 - p). out may alias x.
 void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, float p);
