@@ -377,7 +377,11 @@ TEST(Lora, SaveLoadRoundTripsBitExactly) {
         w.finish();
     }
     auto m3 = frozen_model(tiny_config(), 12);
-    load_peft_adapter(*m3, alt);
+    LoraConfig c3 = load_peft_adapter(*m3, alt, /*lora_dropout=*/0.2, /*seed=*/9);
+    EXPECT_EQ(c3.lora_dropout, 0.2);
+    EXPECT_EQ(c3.seed, 9u);
+    EXPECT_EQ(m3->lora_config().lora_dropout, 0.2);
+    EXPECT_EQ(m3->adapters()[0]->dropout, 0.2f);
     for (size_t i = 0; i < p1.size(); i++)
         ASSERT_EQ(0, std::memcmp(p1[i]->value.data, m3->adapter_params()[i]->value.data, p1[i]->value.nbytes()));
 }

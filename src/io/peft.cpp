@@ -283,8 +283,11 @@ void load_peft_adapter_weights(LlamaModel& model, const std::string& dir) {
         }
 }
 
-LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir) {
+LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir, std::optional<double> lora_dropout,
+                             uint64_t seed) {
     LoraConfig c = read_peft_adapter_config(dir);
+    if (lora_dropout) c.lora_dropout = *lora_dropout;
+    c.seed = seed;
     const fs::path path = fs::path(dir) / kWeightsFile;
     if (!fs::exists(path)) fail("[peft] {}: no {} (is this a PEFT adapter folder?)", dir, kWeightsFile);
     {

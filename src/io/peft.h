@@ -45,8 +45,11 @@ void save_peft_adapter(LlamaModel& model, const std::string& dir, const std::str
 void load_peft_adapter_weights(LlamaModel& model, const std::string& dir);
 
 // read_peft_adapter_config + model.enable_lora (target modules from the tensors present) +
-// load_peft_adapter_weights. Returns the configuration that was enabled.
-LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir);
+// load_peft_adapter_weights. Returns the configuration that was enabled. To continue training
+// from an adapter (train's lora.init_adapter): lora_dropout replaces the file's dropout when set,
+// and seed keys the dropout masks (the file does not record one).
+LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir,
+                             std::optional<double> lora_dropout = std::nullopt, uint64_t seed = 0);
 
 // Writes OUT_DIR as a Hugging Face folder with W' = W + scale * B A (computed in f32) for every
 // adapted weight and every other tensor copied: model.safetensors, config.json (torch_dtype
