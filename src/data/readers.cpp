@@ -86,12 +86,13 @@ std::string field_list(const json& j) {
     return out.empty() ? "none" : out;
 }
 
-// Text of a field: a string, null (empty) or, for message contents, a list of text parts.
+// Text of a field: a string, null (empty) or, with allow_parts (OpenAI message contents), a list
+// of text parts.
 // `what` names the field in messages ("'output'", "message 3 'content'").
-std::string text_of(const json& v, const std::string& what) {
+std::string text_of(const json& v, const std::string& what, bool allow_parts = false) {
     if (v.is_string()) return v.get<std::string>();
     if (v.is_null()) return "";
-    if (v.is_array()) {  // OpenAI content parts: [{"type": "text", "text": "..."}]
+    if (v.is_array() && allow_parts) {  // OpenAI content parts: [{"type": "text", "text": "..."}]
         std::string out;
         for (const auto& part : v) {
             if (part.is_string()) {
@@ -223,7 +224,7 @@ std::vector<Message> openai_messages(const json& j, const DataSource& src) {
         std::string content;
         auto c = m.find(content_key);
         std::string what = fmt::format("message {} '{}'", i + 1, content_key);
-        if (c != m.end()) content = text_of(*c, what);
+        if (c != m.end()) content = text_of(*c, what, /*allow_parts=*/true);
         // An assistant message that calls tools (OpenAI style) trains on the calls.
         auto calls = m.find("tool_calls");
         if (role == Role::Assistant && calls != m.end() && calls->is_array() && !calls->empty()) {
