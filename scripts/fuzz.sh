@@ -16,7 +16,7 @@ if [[ ! -f $BUILD/CMakeCache.txt ]]; then
     CC=clang CXX=clang++ cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DTUNER_FUZZ=ON -DTUNER_TESTS=OFF -DTUNER_CUDA=OFF
 fi
-targets=(fuzz_safetensors)
+targets=(fuzz_safetensors fuzz_tokenizer_json)
 cmake --build "$BUILD" --target "${targets[@]}" -j "$JOBS"
 
 # 8-byte little-endian integer as printf escapes.
@@ -44,7 +44,7 @@ seed "$seeds/overlap" 16 '{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}
 seed "$seeds/dup" 8 '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
 seed "$seeds/big" 16 '{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,18446744073709551615]}}'
 
-dict=$BUILD/seeds/safetensors.dict
+dict=$BUILD/seeds/fuzz_safetensors.dict
 cat >"$dict" <<'DICT'
 "\"dtype\""
 "\"shape\""
@@ -69,12 +69,117 @@ cat >"$dict" <<'DICT'
 "{}"
 DICT
 
+# fuzz_tokenizer_json: small tokenizer.json files covering the byte-level and SentencePiece
+# styles, plus the real stories260K one when the shared data is there.
+tokseeds=$BUILD/seeds/fuzz_tokenizer_json
+rm -rf "$tokseeds"
+mkdir -p "$tokseeds" "$BUILD/corpus/fuzz_tokenizer_json"
+cat >"$tokseeds/bytelevel.json" <<'JSON'
+{"version":"1.0","added_tokens":[{"id":9,"content":"<|endoftext|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true}],
+"normalizer":{"type":"NFC"},
+"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"(?i:'s|'t)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},"behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false}]},
+"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<|endoftext|>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],"special_tokens":{"<|endoftext|>":{"id":"<|endoftext|>","ids":[9],"tokens":["<|endoftext|>"]}}},
+"decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true},
+"model":{"type":"BPE","dropout":null,"unk_token":null,"fuse_unk":false,"byte_fallback":false,"ignore_merges":true,
+"vocab":{"H":0,"e":1,"l":2,"o":3,"Ġ":4,"He":5,"ll":6,"Hell":7,"Hello":8,"w":10,"Ġw":11},"merges":["H e","l l","He ll","Hell o",["Ġ","w"]]}}
+JSON
+cat >"$tokseeds/sentencepiece.json" <<'JSON'
+{"version":"1.0","added_tokens":[{"id":0,"content":"<unk>","special":true,"normalized":false},{"id":1,"content":"<s>","special":true,"normalized":false},{"id":2,"content":"</s>","special":false,"normalized":false,"rstrip":true}],
+"normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},{"type":"Replace","pattern":{"String":" "},"content":"▁"}]},
+"pre_tokenizer":null,
+"post_processor":{"type":"TemplateProcessing","single":[{"SpecialToken":{"id":"<s>","type_id":0}},{"Sequence":{"id":"A","type_id":0}}],"special_tokens":{"<s>":{"id":"<s>","ids":[1],"tokens":["<s>"]}}},
+"decoder":{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"},{"type":"Strip","content":" ","start":1,"stop":0}]},
+"model":{"type":"BPE","unk_token":"<unk>","fuse_unk":true,"byte_fallback":true,
+"vocab":{"<unk>":0,"<s>":1,"</s>":2,"<0x0A>":3,"<0xE4>":4,"<0xB8>":5,"<0x96>":6,"▁":7,"a":8,"b":9,"▁a":10,"ab":11,"▁ab":12,"▁▁":13},"merges":["▁ a","a b","▁a b","▁ ▁"]}}
+JSON
+cat >"$tokseeds/metaspace.json" <<'JSON'
+{"added_tokens":[{"id":5,"content":"<mask>","single_word":true,"lstrip":true,"rstrip":true,"normalized":true,"special":true}],
+"normalizer":{"type":"Sequence","normalizers":[{"type":"NFKC"},{"type":"Lowercase"},{"type":"Strip","strip_left":true,"strip_right":false}]},
+"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"Metaspace","replacement":"▁","prepend_scheme":"first","split":true},{"type":"Split","pattern":{"String":"x"},"behavior":"MergedWithNext","invert":true}]},
+"post_processor":{"type":"RobertaProcessing","sep":["</s>",4],"cls":["<s>",3]},
+"decoder":{"type":"Metaspace","replacement":"▁","add_prefix_space":true},
+"model":{"type":"BPE","unk_token":"<unk>","continuing_subword_prefix":"##","end_of_word_suffix":"</w>",
+"vocab":{"<unk>":0,"▁":1,"a":2,"<s>":3,"</s>":4,"##a":6,"a</w>":7,"##a</w>":8,"aa</w>":9},"merges":[["a","##a</w>"]]}}
+JSON
+if [[ -f ../shared/data/stories260K/hf/tokenizer.json ]]; then
+    cp ../shared/data/stories260K/hf/tokenizer.json "$tokseeds/stories260k.json"
+fi
+cat >"$tokseeds.dict" <<'DICT'
+"\"type\""
+"\"BPE\""
+"\"Unigram\""
+"\"vocab\""
+"\"merges\""
+"\"added_tokens\""
+"\"content\""
+"\"special\""
+"\"normalized\""
+"\"lstrip\""
+"\"rstrip\""
+"\"single_word\""
+"\"normalizer\""
+"\"normalizers\""
+"\"pre_tokenizer\""
+"\"pretokenizers\""
+"\"post_processor\""
+"\"processors\""
+"\"decoder\""
+"\"decoders\""
+"\"Sequence\""
+"\"Split\""
+"\"Regex\""
+"\"String\""
+"\"pattern\""
+"\"behavior\""
+"\"Isolated\""
+"\"Removed\""
+"\"MergedWithPrevious\""
+"\"MergedWithNext\""
+"\"Contiguous\""
+"\"invert\""
+"\"ByteLevel\""
+"\"use_regex\""
+"\"add_prefix_space\""
+"\"Metaspace\""
+"\"replacement\""
+"\"prepend_scheme\""
+"\"first\""
+"\"never\""
+"\"ByteFallback\""
+"\"byte_fallback\""
+"\"Fuse\""
+"\"Strip\""
+"\"Replace\""
+"\"Prepend\""
+"\"NFC\""
+"\"NFKD\""
+"\"Lowercase\""
+"\"TemplateProcessing\""
+"\"SpecialToken\""
+"\"special_tokens\""
+"\"ids\""
+"\"unk_token\""
+"\"fuse_unk\""
+"\"ignore_merges\""
+"\"continuing_subword_prefix\""
+"\"end_of_word_suffix\""
+"\"<0x41>\""
+"\"\\u2581\""
+"\"\\u0120\""
+"\\p{L}+"
+"(?!\\S)"
+"null"
+"true"
+"[]"
+"{}"
+DICT
+
 status=0
 for t in "${targets[@]}"; do
     echo "== $t: ${FUZZ_SECONDS}s"
     # libFuzzer prints a line per new coverage point: keep that in a log, show the summary.
     log=$BUILD/$t.log
-    "$BUILD/fuzz/$t" "$BUILD/corpus/$t" "$seeds" -dict="$dict" -max_total_time="$FUZZ_SECONDS" \
+    "$BUILD/fuzz/$t" "$BUILD/corpus/$t" "$BUILD/seeds/$t" -dict="$BUILD/seeds/$t.dict" -max_total_time="$FUZZ_SECONDS" \
         -artifact_prefix="$BUILD/artifacts/$t-" -print_final_stats=1 >"$log" 2>&1 || status=$?
     if [[ $status -ne 0 ]]; then
         tail -n 60 "$log" >&2

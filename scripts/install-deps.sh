@@ -7,7 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config
   libdnnl-dev libopenblas-dev
   nlohmann-json3-dev libfmt-dev libcli11-dev libyaml-cpp-dev
-  libsentencepiece-dev libpcre2-dev
+  libsentencepiece-dev libpcre2-dev libicu-dev
   libgtest-dev googletest libgmock-dev
   clang libclang-rt-14-dev libomp-dev
   python3 python3-torch python3-numpy
