@@ -20,6 +20,7 @@ Command add_tokenize(CLI::App& app);   // cmd_tokenize.cpp
 Command add_data(CLI::App& app);       // cmd_data.cpp
 Command add_templates(CLI::App& app);  // cmd_data.cpp
 Command add_merge(CLI::App& app);      // cmd_merge.cpp
+Command add_train(CLI::App& app);      // cmd_train.cpp
 
 // Adds --threads N to a subcommand (default 0: all cores).
 void add_threads_option(CLI::App* sub, int* threads);

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.set_version_flag("--version", "tuner 0.1.0");
     std::vector<tuner::cli::Command> commands = {
+        tuner::cli::add_train(app),
         tuner::cli::add_init_model(app), tuner::cli::add_perplexity(app), tuner::cli::add_bench(app),
         tuner::cli::add_generate(app),   tuner::cli::add_info(app),       tuner::cli::add_tokenize(app),
         tuner::cli::add_data(app),       tuner::cli::add_templates(app),  tuner::cli::add_merge(app),
