@@ -171,6 +171,7 @@ TEST(DataReaders, MalformedJsonNamesFileAndLine) {
     expect_error("\"just a string\"", FileKind::JsonList, {"d.json:1:", "a list of records"});
     expect_error("[{\"a\": [1}]", FileKind::JsonList, {"d.json:1:", "'}' where ']' was expected"});
     expect_error("[1]", FileKind::JsonList, {"d.json:1:", "should be a JSON object"});
+    expect_error("{\"text\": 1e999}", FileKind::JsonLines, {"d.json:1:", "invalid JSON: number overflow"});
 }
 
 TEST(DataReaders, MissingFieldsAndWrongTypes) {

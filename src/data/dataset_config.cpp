@@ -7,17 +7,6 @@
 
 namespace tuner {
 
-const char* format_name(DataFormat f) {
-    switch (f) {
-        case DataFormat::Auto: return "auto";
-        case DataFormat::Alpaca: return "alpaca";
-        case DataFormat::OpenAI: return "openai";
-        case DataFormat::ShareGPT: return "sharegpt";
-        case DataFormat::Text: return "text";
-    }
-    return "?";
-}
-
 const std::vector<std::string>& data_config_keys() {
     static const std::vector<std::string> keys = {
         "train",   "eval",   "eval_ratio", "template",  "max_length", "pack", "shuffle", "group_by_length",

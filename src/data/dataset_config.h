@@ -27,7 +27,7 @@ class ConfigView;
 // conversations -> sharegpt, instruction -> alpaca, text -> text) or from a .txt/.md extension.
 enum class DataFormat { Auto, Alpaca, OpenAI, ShareGPT, Text };
 
-const char* format_name(DataFormat f);
+const char* format_name(DataFormat f);  // readers.cpp
 
 // How a plain-text file (.txt, .md) becomes `text` records.
 enum class TextSplit { File, Paragraph, Line };

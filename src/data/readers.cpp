@@ -14,6 +14,17 @@ namespace tuner {
 
 using json = nlohmann::json;
 
+const char* format_name(DataFormat f) {
+    switch (f) {
+        case DataFormat::Auto: return "auto";
+        case DataFormat::Alpaca: return "alpaca";
+        case DataFormat::OpenAI: return "openai";
+        case DataFormat::ShareGPT: return "sharegpt";
+        case DataFormat::Text: return "text";
+    }
+    return "?";
+}
+
 size_t find_invalid_utf8(std::string_view s) {
     const auto* p = reinterpret_cast<const unsigned char*>(s.data());
     size_t n = s.size(), i = 0;
@@ -390,6 +401,11 @@ struct FileReader {
             if (p != std::string::npos) reason = reason.substr(p + 2);
             bad(l, "invalid JSON: " + reason);
             return;
+        } catch (const json::exception& e) {  // out_of_range: a number too large for a double
+            std::string reason = e.what();
+            size_t p = reason.find("] ");
+            bad(line, "invalid JSON: " + (p == std::string::npos ? reason : reason.substr(p + 2)));
+            return;
         }
         if (!j.is_object()) {
             bad(line, fmt::format("a record should be a JSON object, got {}", type_name(j)));
@@ -414,6 +430,9 @@ struct FileReader {
             record_from_json(j, format, src, opts, &r);
         } catch (const Error& e) {
             bad(line, e.what());
+            return;
+        } catch (const json::exception& e) {  // not expected: every access is type-checked
+            bad(line, fmt::format("unexpected record structure ({})", e.what()));
             return;
         }
         out->records.push_back(std::move(r));
