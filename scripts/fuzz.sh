@@ -16,7 +16,7 @@ if [[ ! -f $BUILD/CMakeCache.txt ]]; then
     CC=clang CXX=clang++ cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DTUNER_FUZZ=ON -DTUNER_TESTS=OFF -DTUNER_CUDA=OFF
 fi
-targets=(fuzz_safetensors fuzz_tokenizer_json)
+targets=(fuzz_safetensors fuzz_tokenizer_json fuzz_jsonl)
 cmake --build "$BUILD" --target "${targets[@]}" -j "$JOBS"
 
 # 8-byte little-endian integer as printf escapes.
@@ -170,6 +170,82 @@ cat >"$tokseeds.dict" <<'DICT'
 "(?!\\S)"
 "null"
 "true"
+"[]"
+"{}"
+DICT
+
+# fuzz_jsonl: option bytes (see fuzz/fuzz_jsonl.cpp) then a small dataset file of each format.
+jseeds=$BUILD/seeds/fuzz_jsonl
+rm -rf "$jseeds"
+mkdir -p "$jseeds" "$BUILD/corpus/fuzz_jsonl"
+jseed() { printf "$2" >"$jseeds/$1"; printf '%s' "$3" >>"$jseeds/$1"; }
+jseed alpaca '\x00\x00' '{"instruction":"a","input":"b","output":"c","system":"s","history":[["q","r"]]}
+{"instruction":"x","output":"y"}
+'
+jseed openai '\x08\x04' '{"messages":[{"role":"assistant","content":"skip"},{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"user","content":"v"},{"role":"assistant","content":"a","loss":false},{"role":"tool","content":[{"type":"text","text":"t"}]},{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}],"tools":[{"name":"f"}]}
+'
+jseed sharegpt '\x2d\x00' '[
+  {"conversations":[{"from":"human","value":"h"},{"from":"function_call","value":"{}"},{"from":"observation","value":"o"},{"from":"gpt","value":"g"}],"system":"s","tools":"[]"},
+  {"conversations":[]},
+  {"conversations":[{"from":"gpt","value":"x"}]}
+]'
+jseed text '\x10\x00' '{"text":"hello \u00e9 \ud83d\ude00"}
+{"text":""}
+'
+jseed plain '\x42\x00' 'para one
+line two
+
+para three
+'
+jseed lines '\xc2\x00' 'a
+b
+
+c'
+jseed columns '\x00\x03' '{"i":"q","o":"a"}
+{"m":[{"r":"user","x":"q"},{"r":"bot","x":"a"}]}
+'
+jseed bad '\x20\x00' '{"text":"a"}
+not json
+{"text":5}
+{"messages":"x"}
+[1, 2]
+{"text":"b"}
+'
+jseed badlist '\x21\x00' '[{"text":"a"}, {"text" 1}, {"instruction":"i"}, 3, {"text":"c"}]'
+cat >"$jseeds.dict" <<'DICT'
+"\"instruction\""
+"\"input\""
+"\"output\""
+"\"system\""
+"\"history\""
+"\"messages\""
+"\"role\""
+"\"content\""
+"\"loss\""
+"\"user\""
+"\"assistant\""
+"\"tool\""
+"\"tool_calls\""
+"\"function\""
+"\"conversations\""
+"\"from\""
+"\"value\""
+"\"human\""
+"\"gpt\""
+"\"function_call\""
+"\"observation\""
+"\"tools\""
+"\"text\""
+"\"type\""
+"\\u0000"
+"\\ud800"
+"\\udc00"
+"\xef\xbb\xbf"
+"\xc3\xa9"
+"\xff"
+"null"
+"true"
+"false"
 "[]"
 "{}"
 DICT
