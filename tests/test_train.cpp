@@ -9,6 +9,8 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "testing.h"
 #include "train/checkpoint.h"
@@ -69,19 +71,37 @@ static std::string read_bytes(const std::string& path) {
 TEST(Train, LoraLowersValidationLossAndWritesResults) {
     REQUIRE_STORIES(model);
     std::string dir = tuner::testing::make_temp_dir("train-lora");
-    std::string cfg = write_config(dir, model, "method: lora\nlora: {r: 8, lora_alpha: 16, lora_dropout: 0.0}\n");
-    TrainResult r = train(cfg);
-    EXPECT_EQ(r.steps_done, 8);
+    std::string cfg = write_config(dir, model,
+                                   "method: lora\nlora: {r: 8, lora_alpha: 16, lora_dropout: 0.0}\n"
+                                   "eval: {every: 20, prompts: ['What colour is the cat?'], max_new_tokens: 12}\n");
+    TrainResult r = train(cfg, {"train.max_steps=40", "save.every=20"});
+    EXPECT_EQ(r.steps_done, 40);
     ASSERT_GT(r.eval_loss_before, 0);
     EXPECT_LT(r.eval_loss_after, r.eval_loss_before * 0.8) << r.eval_loss_before << " -> " << r.eval_loss_after;
     EXPECT_TRUE(fs::exists(dir + "/out/adapter/adapter_config.json"));
     EXPECT_TRUE(fs::exists(dir + "/out/adapter/adapter_model.safetensors"));
     EXPECT_TRUE(fs::exists(dir + "/out/loss.svg"));
-    EXPECT_TRUE(fs::exists(dir + "/out/checkpoint-4/trainer_state.json"));
+    EXPECT_TRUE(fs::exists(dir + "/out/checkpoint-20/trainer_state.json"));
     auto recs = read_metrics(dir + "/out/metrics.jsonl");
-    ASSERT_EQ(recs.size(), 8u);
+    ASSERT_EQ(recs.size(), 40u);
     for (const char* k : {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"}) EXPECT_TRUE(recs[0].contains(k)) << k;
     EXPECT_TRUE(recs.back().contains("eval_loss"));
+    std::string samples = read_bytes(dir + "/out/samples.md");
+    EXPECT_NE(samples.find("## step 20"), std::string::npos) << samples;
+    EXPECT_NE(samples.find("## step 40"), std::string::npos) << samples;
+
+    // The adapter loads for generation, and answers the held-out questions better than the base.
+    std::string out, gen = tuner::testing::tuner_exe() + " generate " + model + " --template default --max-new-tokens 12 ";
+    ASSERT_EQ(0, tuner::testing::run_command(gen + "--adapter " + dir + "/out/adapter --prompt 'What colour is the dog?'", &out)) << out;
+    EXPECT_NE(out.find("dog"), std::string::npos) << out;
+    std::string acc_before, acc_after;
+    ASSERT_EQ(0, tuner::testing::run_command(gen + "--eval " + dir + "/data-3.jsonl", &acc_before)) << acc_before;
+    ASSERT_EQ(0, tuner::testing::run_command(gen + "--adapter " + dir + "/out/adapter --eval " + dir + "/data-3.jsonl", &acc_after))
+        << acc_after;
+    auto before = nlohmann::json::parse(acc_before), after = nlohmann::json::parse(acc_after);
+    EXPECT_EQ(before["accuracy"].get<double>(), 0.0) << acc_before;  // the base model cannot know the colours
+    // 40 steps see each animal about 20 times: most held-out answers must be right.
+    EXPECT_GE(after["accuracy"].get<double>(), 0.5) << acc_before << " -> " << acc_after;
 }
 
 TEST(Train, FullFineTuningLowersValidationLoss) {

@@ -11,7 +11,8 @@
 #include "core/scratch.h"
 #include "core/threads.h"
 #include "data/dataset.h"
-#include "infer/generate.h"
+#include "infer/prompt.h"
+#include "infer/sampling.h"
 #include "io/peft.h"
 #include "io/tokenizer_files.h"
 #include "models/llama.h"
@@ -56,25 +57,18 @@ double evaluate(LlamaModel& model, const Dataset& ds, int64_t batch_size) {
     return count > 0 ? sum / double(count) : -1;
 }
 
-// Generations for eval.prompts: the prompt rendered with the run's chat template (or as plain
-// text when the data has no template), greedy, up to max_new tokens or EOS.
+// Generations for eval.prompts: rendered as training rendered them, greedy, up to max_new tokens.
 std::string sample_generations(LlamaModel& model, const Tokenizer& tok, const Datasets& data,
                                const std::vector<std::string>& prompts, int64_t max_new, int64_t step) {
     std::string md = fmt::format("## step {}\n\n", step);
-    const bool was = model.adapters_enabled();
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    const ChatTemplate* tmpl = data.chat_template.tmpl;
     for (const auto& prompt : prompts) {
-        std::vector<int32_t> ids;
-        if (data.encode.chat_bos && data.encode.bos_id >= 0) ids.push_back(data.encode.bos_id);
-        std::string text = prompt;
-        if (data.chat_template.tmpl) text = template_instruction(*data.chat_template.tmpl, prompt, 1);
-        else if (data.encode.text_bos && ids.empty() && data.encode.bos_id >= 0) ids.push_back(data.encode.bos_id);
-        auto body = tok.encode(text, false);
-        ids.insert(ids.end(), body.begin(), body.end());
-        auto out = greedy_generate(model, ids, int(max_new), tok.eos_id());
-        if (!out.empty() && out.back() == tok.eos_id()) out.pop_back();
-        md += fmt::format("**prompt:** {}\n\n**output:** {}\n\n", prompt, tok.decode(out, true));
+        auto ids = render_prompt(tok, tmpl, data.encode, "", prompt);
+        std::string out = generate_text(model, tok, ids, greedy, int(max_new), tmpl ? tmpl->stop_words : std::vector<std::string>{});
+        md += fmt::format("**prompt:** {}\n\n**output:** {}\n\n", prompt, out);
     }
-    model.set_adapters_enabled(was);
     return md;
 }
 
@@ -265,8 +259,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         else if (done % std::max<int64_t>(1, s.log_every) == 0 || last) std::printf("%s\n", line.c_str());
         std::fflush(stdout);
 
-        if (!cfg.eval_prompts.empty() && ((cfg.eval_every > 0 && done % cfg.eval_every == 0) || last))
+        if (!cfg.eval_prompts.empty() && ((cfg.eval_every > 0 && done % cfg.eval_every == 0) || last)) {
             append_text(samples_md, sample_generations(*model, *tok, data, cfg.eval_prompts, cfg.eval_max_new_tokens, done));
+            model->prepare(B, T, true);  // generation planned inference buffers: back to training
+        }
 
         const bool stop = stop_requested();
         if ((cfg.save_every > 0 && done % cfg.save_every == 0 && !last) || stop) {
