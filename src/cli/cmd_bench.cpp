@@ -15,6 +15,8 @@
 // + 6 * N_lora                  (N_lora = r * (in + out) summed over the adapters: forward 2,
 //                                backward 4: dB, d(xa), dA, dx)
 // + 6 * L * T * NH * HD
+#include <time.h>
+
 #include <chrono>
 #include <memory>
 #include <random>
@@ -32,6 +34,15 @@ namespace tuner::cli {
 using Clock = std::chrono::steady_clock;
 static double seconds_since(Clock::time_point t0) {
     return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU time of the whole process (all threads). On a machine shared with other jobs the wall
+// time of a step swings with their load; the CPU time it needs (run with
+// OMP_WAIT_POLICY=PASSIVE so idle threads sleep instead of spinning) stays comparable.
+static double process_cpu_seconds() {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 // Best of a few runs of a large square f32 GEMM through the same kernel the model uses.
@@ -115,12 +126,14 @@ Command add_bench(CLI::App& app) {
                 int64_t count = 0;
                 model->zero_grad();
                 double loss = model->forward_backward(b, 1.0f, &count);  // warm-up
-                double best = 1e30, total = 0;
+                double best = 1e30, total = 0, best_cpu = 1e30;
                 for (int s = 0; s < o->steps; s++) {
                     model->zero_grad();
                     auto t0 = Clock::now();
+                    const double c0 = process_cpu_seconds();
                     loss = model->forward_backward(b, 1.0f / float(count), &count);
                     double dt = seconds_since(t0);
+                    best_cpu = std::min(best_cpu, process_cpu_seconds() - c0);
                     best = std::min(best, dt);
                     total += dt;
                 }
@@ -153,10 +166,11 @@ Command add_bench(CLI::App& app) {
                         "{\"tokens_per_s\": %.2f, \"step_s\": %.4f, \"best_step_s\": %.4f, \"gflops\": %.2f, "
                         "\"peak_gflops\": %.2f, \"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"plan_mb\": %.1f, "
                         "\"scratch_mb\": %.1f, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"params\": %lld, "
-                        "\"loss\": %.4f, \"flops_formula\": \"%s\", \"method\": \"%s\", \"trainable_params\": %lld}\n",
+                        "\"loss\": %.4f, \"flops_formula\": \"%s\", \"method\": \"%s\", \"trainable_params\": %lld, "
+                        "\"best_step_cpu_s\": %.4f, \"tokens_per_cpu_s\": %.2f}\n",
                         tps, mean, best, gflops, peak, gflops / peak, rss_mb, plan_mb, scratch_mb, num_threads(), B, T,
                         (long long)c.num_params(), loss / double(count), formula.c_str(), method.c_str(),
-                        (long long)model->num_trainable_params());
+                        (long long)model->num_trainable_params(), best_cpu, tokens_per_step / best_cpu);
                 } else {
                     std::printf("model %s: %.1fM parameters, B=%d T=%d, %d threads\n", o->model.c_str(),
                                 double(c.num_params()) / 1e6, B, T, num_threads());
@@ -165,6 +179,8 @@ Command add_bench(CLI::App& app) {
                     std::printf("step (forward + backward): mean %.3f s, best %.3f s over %d steps\n", mean, best,
                                 o->steps);
                     std::printf("throughput: %.1f tokens/s, %.1f GFLOP/s\n", tps, gflops);
+                    std::printf("CPU time: best %.3f s per step (all threads) = %.1f tokens per CPU-second\n", best_cpu,
+                                tokens_per_step / best_cpu);
                     std::printf("FLOPs per token: %s = %.3f GFLOP (N_matmul = %.1fM, N_lora = %.2fM)\n",
                                 formula.c_str(), flops_per_token / 1e9, n_matmul / 1e6, n_lora / 1e6);
                     std::printf("f32 GEMM peak (measured, 2048^3): %.1f GFLOP/s  ->  MFU %.1f%%\n", peak,

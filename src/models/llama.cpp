@@ -203,8 +203,8 @@ const LoraConfig& LlamaModel::lora_config() const {
 
 std::vector<LoraAdapter*> LlamaModel::adapters() {
     std::vector<LoraAdapter*> out;
-    for (auto& L : layers)
-        for (auto& ad : L.lora)
+    for (auto& layer : layers)
+        for (auto& ad : layer.lora)
             if (ad.active()) out.push_back(&ad);
     return out;
 }
@@ -328,8 +328,8 @@ void LlamaModel::prepare(int B, int T, bool training) {
     const size_t R = lora_ ? size_t(lora_->r) : 0;
     size_t n_adapters = 0, max_in = 0;
     if (lora_) {
-        for (auto& L : layers)
-            for (auto& ad : L.lora)
+        for (auto& layer : layers)
+            for (auto& ad : layer.lora)
                 if (ad.active()) {
                     n_adapters++;
                     max_in = std::max(max_in, size_t(ad.A.value.shape[1]));
