@@ -866,6 +866,30 @@ TEST_P(LoraGolden, LogitsLossGrads) {
     for (Param* p : m->params()) EXPECT_FALSE(p->trainable()) << p->name;
 }
 
+// Activations (and the adapters' xa buffers) planned for a larger batch than the one run.
+TEST_P(LoraGolden, PreparedForLargerBatch) {
+    const RefRoot& root = ref_root();
+    if (!root.skip.empty()) GTEST_SKIP() << root.skip;
+    ASSERT_TRUE(root.error.empty()) << root.error;
+    auto [name, bf16] = GetParam();
+    const std::string dir = root.dir + "/" + name;
+    Golden g = load_golden(dir);
+    const std::string sfx = bf16 ? "_bf16_base" : "";
+    ModelOptions o;
+    o.trainable = false;
+    o.weight_dtype = bf16 ? DType::BF16 : DType::F32;
+    auto m = LlamaModel::load(dir, o);
+    load_peft_adapter(*m, dir + "/adapter");
+    m->prepare(g.B + 1, g.T + 5, true);
+    m->zero_grad();
+    int64_t count = 0;
+    double sum = m->forward_backward(g.batch(), float(1.0 / double(g.trained)), &count);
+    const double want_loss = g.f32.at("loss" + sfx)[0];
+    EXPECT_NEAR(sum / double(count), want_loss, kLossRelTol * std::fabs(want_loss));
+    for (Param* p : m->trainable_params())
+        expect_close("grad" + sfx + "." + p->name, p->grad.f32(), g.f32.at("grad" + sfx + "." + p->name));
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, LoraGolden,
                          ::testing::Combine(::testing::Values("lora_all", "rslora_qwen2", "lora_qv"),
                                             ::testing::Bool()),
