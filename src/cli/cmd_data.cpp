@@ -92,7 +92,7 @@ void print_lengths(const Dataset& d) {
     }
 }
 
-void print_stats(const char* title, const Dataset& d, int64_t batch_size) {
+void print_stats(const char* title, const Dataset& d, int64_t batch_size, int64_t held_out = 0) {
     const DataStats& st = d.stats;
     std::printf("%s\n", title);
     std::printf("  records       %s", grouped(st.records).c_str());
@@ -103,6 +103,7 @@ void print_stats(const char* title, const Dataset& d, int64_t batch_size) {
         std::printf("    ... and %s more\n", grouped(st.bad - int64_t(st.bad_messages.size())).c_str());
     std::printf("  samples       %s (%s turns", grouped(st.samples).c_str(), grouped(st.turns).c_str());
     if (st.text_split) std::printf("; %s long texts split into max_length pieces", grouped(st.text_split).c_str());
+    if (held_out) std::printf("; %s more held out for eval", grouped(held_out).c_str());
     std::printf(")\n");
     int64_t dropped = st.dropped_no_answer + st.dropped_untrained;
     std::printf("  dropped       %s", grouped(dropped).c_str());
@@ -201,7 +202,7 @@ int run_data(const std::string& config_path, const std::vector<std::string>& set
                     src.format.c_str(), grouped(src.records).c_str(), grouped(src.samples).c_str(), src.repeat,
                     grouped(src.epoch_samples).c_str());
     std::printf("\n");
-    print_stats("train", data.train, batch_size);
+    print_stats("train", data.train, batch_size, cfg.eval_ratio > 0 ? data.eval.stats.samples : 0);
     if (!data.eval.empty()) {
         std::printf("\n");
         print_stats(cfg.eval_ratio > 0 ? "eval (data.eval_ratio of train)" : "eval", data.eval, batch_size);
