@@ -12,24 +12,11 @@
 #include "testing.h"
 
 using namespace tuner;
+using tuner::testing::error_of;
 using json = nlohmann::json;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "expected a tuner::Error";
-    return "";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                         \
-    EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                             \
-        << "message: " << (haystack) << "\n  should contain: " << (needle)
 
 // SmolLM-135M's config.json (HuggingFaceTB/SmolLM-135M), abridged to the keys we read.
 json smollm() {

@@ -17,24 +17,10 @@
 #include "testing.h"
 
 using namespace tuner;
+using tuner::testing::error_of;
 
 namespace {
 
-// Runs f, which must throw tuner::Error, and returns the message.
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "expected a tuner::Error";
-    return "";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                         \
-    EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                             \
-        << "message: " << (haystack) << "\n  should contain: " << (needle)
 
 void write_bytes(const std::string& path, const std::string& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -25,24 +25,11 @@
 #include "tokenizer/utf8.h"
 
 using namespace tuner;
+using tuner::testing::error_of;
 namespace fs = std::filesystem;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "expected a tuner::Error";
-    return "";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                         \
-    EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                             \
-        << "message: " << (haystack) << "\n  should contain: " << (needle)
 
 std::string read_all(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

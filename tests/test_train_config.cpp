@@ -18,7 +18,7 @@ data:
   train: [{path: a.jsonl, format: alpaca}]
 )";
 
-static std::string error_of(const std::string& yaml, std::vector<std::string> sets = {}) {
+static std::string config_error(const std::string& yaml, std::vector<std::string> sets = {}) {
     try {
         ConfigFile f = config_parse(yaml, "train.yaml");
         for (auto& s : sets) config_apply_set(f, s);
@@ -58,25 +58,25 @@ TEST(TrainConfig, SetOverrides) {
 }
 
 TEST(TrainConfig, TyposNameTheClosestKey) {
-    std::string e = error_of(std::string(kMinimal) + "train: {lerning_rate: 1}\n");
+    std::string e = config_error(std::string(kMinimal) + "train: {lerning_rate: 1}\n");
     EXPECT_NE(e.find("lerning_rate"), std::string::npos) << e;
-    e = error_of(std::string(kMinimal) + "train: {grad_acum: 4}\n");
+    e = config_error(std::string(kMinimal) + "train: {grad_acum: 4}\n");
     EXPECT_NE(e.find("grad_accum"), std::string::npos) << e;
-    e = error_of(std::string(kMinimal) + "lora: {lora_alpah: 4}\n");
+    e = config_error(std::string(kMinimal) + "lora: {lora_alpah: 4}\n");
     EXPECT_NE(e.find("lora_alpha"), std::string::npos) << e;
-    e = error_of(std::string(kMinimal) + "metod: full\n");
+    e = config_error(std::string(kMinimal) + "metod: full\n");
     EXPECT_NE(e.find("method"), std::string::npos) << e;
 }
 
 TEST(TrainConfig, WrongTypesAndValues) {
-    std::string e = error_of(std::string(kMinimal) + "train: {batch_size: many}\n");
+    std::string e = config_error(std::string(kMinimal) + "train: {batch_size: many}\n");
     EXPECT_NE(e.find("train.batch_size"), std::string::npos) << e;
     EXPECT_NE(e.find("train.yaml"), std::string::npos) << e;
-    e = error_of(std::string(kMinimal) + "method: qlora2\n");
+    e = config_error(std::string(kMinimal) + "method: qlora2\n");
     EXPECT_NE(e.find("qlora2"), std::string::npos) << e;
-    e = error_of("output_dir: x\ndata: {train: []}\n");
+    e = config_error("output_dir: x\ndata: {train: []}\n");
     EXPECT_NE(e.find("model"), std::string::npos) << e;
-    e = error_of(kMinimal, {"lora.lora_dropout=1.5"});
+    e = config_error(kMinimal, {"lora.lora_dropout=1.5"});
     EXPECT_NE(e.find("lora_dropout"), std::string::npos) << e;
 }
 

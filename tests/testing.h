@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+
 namespace tuner::testing {
 
 // ../shared/data beside the checkout, or "" when it is absent (the test should GTEST_SKIP).
@@ -18,7 +22,24 @@ int run_command(const std::string& command, std::string* output);
 // Deterministic pseudo-random floats in [-scale, scale).
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f);
 
+// Runs f, which must throw tuner::Error, and returns the message ("" and a test failure if
+// it does not throw).
+template <typename F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const ::tuner::Error& e) {
+        return e.what();
+    }
+    ADD_FAILURE() << "expected a tuner::Error";
+    return "";
+}
+
 }  // namespace tuner::testing
+
+#define EXPECT_CONTAINS(haystack, needle)                                                         \
+    EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                             \
+        << "message: " << (haystack) << "\n  should contain: " << (needle)
 
 #define TUNER_REQUIRE_SHARED_DATA(dir_var)                                                      \
     std::string dir_var = ::tuner::testing::shared_data_dir();                                  \
