@@ -88,7 +88,7 @@ TEST(DataCli, Templates) {
 TEST(DataCli, BadInputIsOneLine) {
     TUNER_REQUIRE_SHARED_DATA(data);
     std::string dir = make_temp_dir("datacli");
-    std::string tok = "  tokenizer: " + data + "/tokenizers/qwen2.5-hf\n";
+    std::string tok = "  tokenizer: " + data + "/stories260K/hf\n";  // small: loads fast
     auto config = [&](const std::string& name, const std::string& body) { return write(dir + "/" + name, body); };
     std::string jsonl = write(dir + "/bad.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\",}\n");
     std::string missing = write(dir + "/missing.json", "[{\"instruction\": \"a\"}]");
