@@ -209,3 +209,15 @@ TEST(Train, BadInputMessages) {
                           "output_dir=" + dir + "/e"});
     EXPECT_NE(e.find("untrained.jsonl"), std::string::npos) << e;
 }
+
+TEST(Train, InitAdapterStartsFromATrainedAdapter) {
+    REQUIRE_STORIES(model);
+    std::string dir = tuner::testing::make_temp_dir("train-init");
+    std::string cfg = write_config(dir, model, "method: lora\nlora: {r: 8, lora_dropout: 0.0}\n");
+    TrainResult first = train(cfg);
+    TrainResult second = train(cfg, {"lora.init_adapter=" + dir + "/out/adapter", "output_dir=" + dir + "/more",
+                                     "train.max_steps=2"});
+    // The second run starts where the first ended, not from the base model.
+    EXPECT_NEAR(second.eval_loss_before, first.eval_loss_after, 1e-6 * first.eval_loss_after);
+    EXPECT_LT(second.eval_loss_before, first.eval_loss_before * 0.8);
+}

@@ -48,7 +48,7 @@ TrainConfig parse_train_config(ConfigFile file) {
             lora.child("lora_dropout").fail("lora.lora_dropout must be in [0, 1)");
         if (lora.has("target_modules")) c.lora.target_modules = string_list(lora.child("target_modules"));
         c.lora.use_rslora = lora.get_bool("use_rslora", false);
-        c.lora.init_adapter = lora.get_string("init_adapter", "");
+        c.lora_init_adapter = lora.get_string("init_adapter", "");
     }
 
     ConfigView t = root.child("train");
@@ -79,6 +79,7 @@ TrainConfig parse_train_config(ConfigFile file) {
         if (s.epochs <= 0 && s.max_steps <= 0) t.fail("set train.epochs or train.max_steps to a positive number");
     }
     if (s.lr < 0) s.lr = c.method == "full" ? 2e-5 : 2e-4;
+    c.lora.seed = s.seed;
 
     ConfigView e = root.child("eval");
     if (e.present()) {

@@ -8,18 +8,10 @@
 #include <vector>
 
 #include "io/yaml_config.h"
+#include "nn/lora.h"
 #include "train/schedule.h"
 
 namespace tuner {
-
-struct LoraSettings {
-    int64_t r = 64;
-    double lora_alpha = 16;
-    double lora_dropout = 0.1;
-    std::vector<std::string> target_modules = {"all-linear"};
-    bool use_rslora = false;
-    std::string init_adapter;  // a PEFT adapter folder to start from ("" = fresh)
-};
 
 struct TrainSettings {
     double lr = -1;  // -1: 2e-4 for lora, 2e-5 for full (the reference's defaults)
@@ -45,7 +37,8 @@ struct TrainConfig {
     std::string resume;      // "" | "auto" | a checkpoint folder
     std::string base_dtype = "f32";  // storage of the frozen base with lora: f32 | bf16
     int threads = 0;
-    LoraSettings lora;
+    LoraConfig lora;               // lora.* keys (seed: train.seed)
+    std::string lora_init_adapter;  // lora.init_adapter: a PEFT adapter folder to start from
     TrainSettings train;
     int64_t eval_every = 0;  // 0 = only at the end
     std::vector<std::string> eval_prompts;

@@ -124,19 +124,12 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         fail("[train] {}: the tokenizer has {} tokens but the model's vocab_size is {}", cfg.model, tok->vocab_size(),
              model->config.vocab_size);
     if (cfg.method == "lora") {
-        if (!cfg.lora.init_adapter.empty()) {
-            LoraConfig lc = load_peft_adapter(*model, cfg.lora.init_adapter);
-            std::printf("lora: starting from %s (r=%lld)\n", cfg.lora.init_adapter.c_str(), (long long)lc.r);
+        if (!cfg.lora_init_adapter.empty()) {
+            LoraConfig lc = load_peft_adapter(*model, cfg.lora_init_adapter, cfg.lora.lora_dropout, s.seed);
+            std::printf("lora: starting from %s (r=%lld)\n", cfg.lora_init_adapter.c_str(), (long long)lc.r);
         } else {
-            LoraConfig lc;
-            lc.r = cfg.lora.r;
-            lc.lora_alpha = cfg.lora.lora_alpha;
-            lc.lora_dropout = cfg.lora.lora_dropout;
-            lc.target_modules = cfg.lora.target_modules;
-            lc.use_rslora = cfg.lora.use_rslora;
-            lc.seed = s.seed;
-            lc.validate(cfg.file.file);
-            model->enable_lora(lc);
+            cfg.lora.validate(cfg.file.file);
+            model->enable_lora(cfg.lora);
         }
     }
     const int B = int(s.batch_size), T = int(data.train.max_length);
