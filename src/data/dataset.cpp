@@ -199,7 +199,7 @@ void Dataset::make_rows() {
     if (shuffle) seeded_shuffle(order, derive_seed(seed, 2));
     std::vector<int64_t> lengths(order.size());
     for (size_t i = 0; i < order.size(); i++) lengths[i] = samples->length(order[i]);
-    PackedRows p = pack_rows(lengths, max_length, !shuffle);
+    PackedRows p = pack_rows(lengths, max_length, keep_order);
     row_items.resize(p.items.size());
     for (size_t i = 0; i < p.items.size(); i++) row_items[i] = order[size_t(p.items[i])];
     row_offsets = p.offsets;
@@ -340,12 +340,13 @@ Datasets build_datasets(const DataConfig& cfg, const Tokenizer& tok, const DataB
              train_ids.size());
 
     auto t2 = std::chrono::steady_clock::now();
-    auto setup = [&](Dataset& d, std::vector<int64_t> its, bool shuffle, DataStats st) {
+    auto setup = [&](Dataset& d, std::vector<int64_t> its, bool shuffle, bool keep_order, DataStats st) {
         d.samples = samples;
         d.items = std::move(its);
         d.max_length = T;
         d.packed = cfg.pack;
         d.shuffle = shuffle;
+        d.keep_order = keep_order;
         d.group_by_length = cfg.group_by_length;
         d.pad_to_max_length = cfg.pad_to_max_length;
         d.seed = seed;
@@ -368,8 +369,9 @@ Datasets build_datasets(const DataConfig& cfg, const Tokenizer& tok, const DataB
             train_st.turns -= eval_st.turns;
         }
     }
-    setup(out.train, std::move(items), cfg.shuffle, train_st);
-    if (!eval_ids.empty()) setup(out.eval, eval_ids, false, eval_st);
+    setup(out.train, std::move(items), cfg.shuffle, !cfg.shuffle, train_st);
+    // The validation set is read in a fixed order but packed best-fit: its order does not matter.
+    if (!eval_ids.empty()) setup(out.eval, eval_ids, false, false, eval_st);
     double pack_s = seconds_since(t2);
     for (Dataset* d : {&out.train, &out.eval}) {
         d->stats.read_s = read_s;

@@ -86,7 +86,8 @@ class Dataset {
     std::vector<int64_t> row_items;
     int64_t max_length = 0;
     bool packed = true;
-    bool shuffle = true;
+    bool shuffle = true;            // rows reshuffled every epoch (samples shuffled before packing)
+    bool keep_order = false;        // pack next-fit in sample order (shuffle: false); else best fit
     bool group_by_length = false;
     bool pad_to_max_length = false;
     uint64_t seed = 0;
