@@ -164,3 +164,16 @@ TEST(Cli, InitModelBf16IsHalfTheSizeAndLoads) {
 TEST(Cli, UnknownPresetListsTheKnownOnes) {
     expect_one_line_error("init-model huge-99b " + make_temp_dir("preset") + "/m", {"huge-99b", "smol-135m"});
 }
+
+TEST(Cli, InitModelWithTheProjectsByteTokenizer) {
+    std::string dir = make_temp_dir("bytes") + "/m";
+    std::string out;
+    ASSERT_EQ(0, run_command(tuner_exe() + " init-model tiny " + dir + " --tokenizer bytes", &out)) << out;
+    auto j = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+    EXPECT_EQ(j["vocab_size"].get<int>(), 260);
+    EXPECT_EQ(j["eos_token_id"].get<int>(), 257);
+    // One token per byte (UTF-8 bytes included), specials matched whole.
+    ASSERT_EQ(0, run_command(tuner_exe() + " tokenize " + dir + " --text \"$(printf 'h\\303\\251<|im_end|>')\"", &out))
+        << out;
+    EXPECT_EQ(out, "104 195 169 259\n");
+}

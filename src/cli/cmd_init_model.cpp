@@ -1,4 +1,4 @@
-// tuner init-model PRESET OUT_DIR [--seed N] [--dtype f32|bf16] [--tokenizer DIR]
+// tuner init-model PRESET OUT_DIR [--seed N] [--dtype f32|bf16] [--tokenizer DIR|bytes]
 #include <memory>
 
 #include "cli/commands.h"
@@ -23,7 +23,7 @@ Command add_init_model(CLI::App& app) {
     sub->add_option("out_dir", o->out_dir, "output folder")->required();
     sub->add_option("--seed", o->seed, "random seed");
     sub->add_option("--dtype", o->dtype, "weight dtype: f32, bf16 or f16");
-    sub->add_option("--tokenizer", o->tokenizer, "copy this folder's tokenizer and take vocab_size, bos, eos from it");
+    sub->add_option("--tokenizer", o->tokenizer, "copy this folder's tokenizer and take vocab_size, bos, eos from it; 'bytes': a byte-level tokenizer made here");
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);

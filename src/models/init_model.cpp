@@ -8,6 +8,7 @@
 #include "io/safetensors.h"
 #include "io/tokenizer_files.h"
 #include "models/llama_tensors.h"
+#include "tokenizer/byte_tokenizer_files.h"
 
 namespace tuner {
 
@@ -28,7 +29,13 @@ void init_model(ModelConfig config, const std::string& out_dir, const InitModelO
     if (options.dtype != DType::F32 && options.dtype != DType::BF16 && options.dtype != DType::F16)
         fail("[init-model] --dtype must be f32, bf16 or f16");
     fs::create_directories(out_dir);
-    if (!options.tokenizer_dir.empty()) {
+    if (options.tokenizer_dir == "bytes") {
+        // The project's own byte-level tokenizer (no files needed from anywhere).
+        write_byte_tokenizer(out_dir);
+        config.vocab_size = kByteTokenizerVocab;
+        config.bos_token_id = 256;
+        config.eos_token_id = 257;
+    } else if (!options.tokenizer_dir.empty()) {
         TokenizerFilesInfo tok = read_tokenizer_files_info(options.tokenizer_dir);
         config.vocab_size = tok.vocab_size;
         if (tok.bos_token_id >= 0) config.bos_token_id = tok.bos_token_id;

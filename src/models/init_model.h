@@ -13,7 +13,8 @@ namespace tuner {
 struct InitModelOptions {
     uint64_t seed = 0;
     DType dtype = DType::F32;    // F32 or BF16 (F16 also works)
-    std::string tokenizer_dir;   // copy its tokenizer files and take vocab_size / bos / eos from it
+    std::string tokenizer_dir;   // copy its tokenizer files and take vocab_size / bos / eos from it;
+                                 // "bytes": write the project's own byte-level tokenizer
 };
 
 // Initialisation as HF's LlamaPreTrainedModel._init_weights: linear and embedding weights
