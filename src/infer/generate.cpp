@@ -2,19 +2,45 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "models/llama.h"
 
 namespace tuner {
 
+NextTokenLogits::NextTokenLogits(LlamaModel& model, int max_T) : model_(model), max_T_(max_T) {
+    if (model.options.device == Device::CPU)
+        cache_ = new KVCache(model, max_T);
+    else
+        model.prepare(1, max_T, false);
+}
+
+NextTokenLogits::~NextTokenLogits() { delete cache_; }
+
+void NextTokenLogits::reset() {
+    if (cache_) cache_->clear();
+}
+
+void NextTokenLogits::compute(const std::vector<int32_t>& ids, float* logits) {
+    TUNER_ASSERT(!ids.empty() && int(ids.size()) <= max_T_);
+    if (cache_) {
+        const int past = cache_->len();
+        TUNER_ASSERT_MSG(past < int(ids.size()), "ids must extend the previous sequence");
+        model_.decode_step(ids.data() + past, int(ids.size()) - past, *cache_, logits);
+        return;
+    }
+    Batch b;
+    b.B = 1, b.T = int(ids.size()), b.tokens = ids.data();
+    model_.last_logits(b, logits);
+}
+
 std::vector<int32_t> greedy_generate(LlamaModel& model, std::vector<int32_t> tokens, int max_new, int64_t eos) {
     int max_T = int(std::min<int64_t>(int64_t(tokens.size()) + max_new, model.config.max_position_embeddings));
-    model.prepare(1, max_T, false);
-    std::vector<float> logits(size_t(model.config.vocab_size));
     std::vector<int32_t> out;
+    if (max_new <= 0 || int(tokens.size()) >= max_T) return out;
+    NextTokenLogits next(model, max_T);
+    std::vector<float> logits(size_t(model.config.vocab_size));
     for (int step = 0; step < max_new && int(tokens.size()) < max_T; step++) {
-        Batch b;
-        b.B = 1, b.T = int(tokens.size()), b.tokens = tokens.data();
-        model.last_logits(b, logits.data());
+        next.compute(tokens, logits.data());
         int32_t best = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
         tokens.push_back(best);
         out.push_back(best);

@@ -1,5 +1,6 @@
-// Generation. For now greedy decoding that re-runs the forward over the whole sequence at each
-// step; a KV cache and sampling (temperature, top-k, top-p) come with `tuner chat`.
+// Generation. Greedy decoding with a KV cache: the prompt runs through the model once, then one
+// token per step (LlamaModel::decode_step). Sampling (temperature, top-k, top-p) is in
+// infer/sampling.h; text generation with stop strings in infer/prompt.h.
 #pragma once
 
 #include <cstdint>
@@ -8,9 +9,29 @@
 namespace tuner {
 
 class LlamaModel;
+class KVCache;
 
 // Greedy continuation of `prompt` by up to max_new tokens, stopping after `eos` (when >= 0) or
-// at max_position_embeddings. Returns only the new tokens.
+// at max_position_embeddings. Returns only the new tokens. CPU models use a KV cache; others
+// re-run the whole forward per token (same tokens).
 std::vector<int32_t> greedy_generate(LlamaModel& model, std::vector<int32_t> prompt, int max_new, int64_t eos);
+
+// Next-token logits for a growing sequence: feeds the tokens of `ids` not yet seen (all of them
+// at the first call) and writes the logits (V) of the last one. With a KV cache (CPU) only the
+// new tokens run; otherwise the whole sequence is re-run (prepare'd for max_T).
+class NextTokenLogits {
+  public:
+    NextTokenLogits(LlamaModel& model, int max_T);
+    ~NextTokenLogits();
+    // ids must extend the ids of the previous call (or be a fresh sequence after reset()).
+    void compute(const std::vector<int32_t>& ids, float* logits);
+    void reset();
+    int max_T() const { return max_T_; }
+
+  private:
+    LlamaModel& model_;
+    int max_T_;
+    KVCache* cache_ = nullptr;  // owned; null when the model is not on the CPU
+};
 
 }  // namespace tuner

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "infer/generate.h"
 #include "infer/sampling.h"
 #include "models/llama.h"
 #include "tokenizer/tokenizer.h"
@@ -29,15 +30,14 @@ std::string generate_text(LlamaModel& model, const Tokenizer& tok, const std::ve
                           const SamplingParams& params, int max_new, const std::vector<std::string>& stop_words) {
     std::vector<int32_t> ids = prompt;
     const int max_T = int(std::min<int64_t>(int64_t(ids.size()) + max_new, model.config.max_position_embeddings));
-    model.prepare(1, max_T, false);
+    std::vector<int32_t> out;
+    if (int(ids.size()) >= max_T || max_new <= 0) return "";
+    NextTokenLogits next_logits(model, max_T);  // a KV cache on the CPU
     Sampler sampler(params);
     std::vector<float> logits(size_t(model.config.vocab_size));
-    std::vector<int32_t> out;
     std::string text;
     for (int step = 0; step < max_new && int(ids.size()) < max_T; step++) {
-        Batch b;
-        b.B = 1, b.T = int(ids.size()), b.tokens = ids.data();
-        model.last_logits(b, logits.data());
+        next_logits.compute(ids, logits.data());
         int32_t next = sampler.sample(logits, ids);
         if (next == tok.eos_id()) break;
         ids.push_back(next);

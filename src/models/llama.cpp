@@ -6,6 +6,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <omp.h>
+
 #include "core/random.h"
 #include "io/safetensors.h"
 #include "models/llama_tensors.h"
@@ -489,6 +491,138 @@ void LlamaModel::last_logits(const Batch& batch, float* out) {
     run_forward(batch);
     const float* row = a_->hf + size_t(batch.T - 1) * size_t(config.hidden_size);
     OP(matmul_forward)(out, row, lm_head.weight_view(), nullptr, 1, false);
+}
+
+// ---- incremental decoding with a KV cache ---------------------------------------------------
+KVCache::KVCache(const LlamaModel& model, int max_T, int max_chunk) {
+    const ModelConfig& c = model.config;
+    TUNER_ASSERT(max_T > 0 && max_chunk > 0);
+    max_T_ = max_T;
+    max_chunk_ = std::min(max_chunk, max_T);
+    const size_t T = size_t(max_T), n = size_t(max_chunk_), f = sizeof(float);
+    const size_t C = size_t(c.hidden_size), F = size_t(c.intermediate_size);
+    const size_t QD = size_t(c.num_heads * c.head_dim), KVD = size_t(c.num_kv_heads * c.head_dim);
+    const size_t L = size_t(c.num_layers);
+    const size_t R = model.lora_enabled() ? size_t(model.lora_config().r) : 0;
+    const size_t threads = size_t(omp_get_max_threads());
+    plan_.add("kv cache", "layer k, v", T * KVD * f, 2 * L);
+    plan_.add("kv cache", "chunk x, h, tmp", n * C * f, 3);
+    plan_.add("kv cache", "chunk rstd", n * f);
+    plan_.add("kv cache", "chunk q, att", n * QD * f, 2);
+    plan_.add("kv cache", "chunk gate, up, m", n * F * f, 3);
+    if (R) plan_.add("kv cache", "chunk lora xa", n * R * f);
+    plan_.add("kv cache", "attention scores per thread", T * f, threads);
+    plan_.add("kv cache", "chunk positions", n * sizeof(int32_t));
+    arena_ = Arena("kv cache", plan_.role_bytes("kv cache"));
+    for (size_t il = 0; il < L; il++) {
+        k_.push_back(arena_.alloc_f32(T * KVD));
+        v_.push_back(arena_.alloc_f32(T * KVD));
+    }
+    x = arena_.alloc_f32(n * C);
+    h = arena_.alloc_f32(n * C);
+    tmp = arena_.alloc_f32(n * C);
+    rstd = arena_.alloc_f32(n);
+    q = arena_.alloc_f32(n * QD);
+    att = arena_.alloc_f32(n * QD);
+    gate = arena_.alloc_f32(n * F);
+    up = arena_.alloc_f32(n * F);
+    m = arena_.alloc_f32(n * F);
+    xa = R ? arena_.alloc_f32(n * R) : nullptr;
+    scores = arena_.alloc_f32(T * threads);
+    pos = static_cast<int32_t*>(arena_.alloc(n * sizeof(int32_t)));
+}
+
+// out (n, NH, HD): query i (at position p0 + i) of head h attends keys [0, p0 + i] of kv head
+// h / (NH / NKV) in K, V (max_T, NKV, HD). Scale 1/sqrt(HD), softmax in f32 with the max
+// subtracted. A plain loop: during decoding n is 1 and the work is one pass over the cache.
+static void decode_attention(float* out, const float* q, const float* K, const float* V, int n, int p0, int NH,
+                             int NKV, int HD, float* scores, int max_T) {
+    const float scale = 1.0f / std::sqrt(float(HD));
+    const int group = NH / NKV;
+#pragma omp parallel for schedule(static) if (int64_t(n) * NH * (p0 + n) * HD > 65536)
+    for (int task = 0; task < n * NH; task++) {
+        const int i = task / NH, hh = task % NH, g = hh / group;
+        const int S = p0 + i + 1;  // keys 0 .. p0 + i
+        float* s = scores + size_t(omp_get_thread_num()) * size_t(max_T);
+        const float* qi = q + (size_t(i) * NH + hh) * HD;
+        float mx = -INFINITY;
+        for (int j = 0; j < S; j++) {
+            const float* kj = K + (size_t(j) * NKV + g) * HD;
+            float d = 0;
+            for (int e = 0; e < HD; e++) d += qi[e] * kj[e];
+            s[j] = d * scale;
+            mx = std::max(mx, s[j]);
+        }
+        float sum = 0;
+        for (int j = 0; j < S; j++) sum += s[j] = std::exp(s[j] - mx);
+        const float inv = 1.0f / sum;
+        float* o = out + (size_t(i) * NH + hh) * HD;
+        for (int e = 0; e < HD; e++) o[e] = 0;
+        for (int j = 0; j < S; j++) {
+            const float* vj = V + (size_t(j) * NKV + g) * HD;
+            const float w = s[j] * inv;
+            for (int e = 0; e < HD; e++) o[e] += w * vj[e];
+        }
+    }
+}
+
+void LlamaModel::decode_step(const int32_t* tokens, int n, KVCache& kv, float* logits_last) {
+    if (options.device != Device::CPU) fail("[model] decode_step (KV cache) has no CUDA implementation");
+    if (n <= 0) return;
+    if (kv.len_ + n > kv.max_T_)
+        fail("[model] KV cache full: {} cached + {} new tokens > max_T {}", kv.len_, n, kv.max_T_);
+    const ModelConfig& c = config;
+    const int64_t C = c.hidden_size, F = c.intermediate_size;
+    const int NH = int(c.num_heads), NKV = int(c.num_kv_heads), HD = int(c.head_dim);
+    const int64_t KVD = int64_t(NKV) * HD;
+    const float eps = float(c.rms_norm_eps);
+    const bool bias = c.attention_bias;
+    auto lin = [&](int il, LoraModule m, const Param& w, const Param* b) {
+        Linear l;
+        l.weight = &w;
+        l.bias = b;
+        const LoraAdapter& ad = layers[size_t(il)].lora[size_t(m)];
+        if (adapters_enabled_ && ad.active()) {
+            l.lora = &ad;
+            l.lora_call.xa = kv.xa;  // inference: no dropout, nothing kept for a backward
+        }
+        return l;
+    };
+    for (int start = 0; start < n; start += kv.max_chunk_) {
+        const int nc = std::min(kv.max_chunk_, n - start);
+        const int p0 = kv.len_;
+        for (int i = 0; i < nc; i++) kv.pos[i] = p0 + i;
+        float* x = kv.x;
+        cpu::embedding_forward(x, tokens + start, embed_tokens.weight_view(), nc);
+        for (int il = 0; il < int(c.num_layers); il++) {
+            const LlamaLayer& W = layers[size_t(il)];
+            float* K = kv.k_[size_t(il)];
+            float* V = kv.v_[size_t(il)];
+            float* k_new = K + size_t(p0) * size_t(KVD);  // new rows are written in place
+            float* v_new = V + size_t(p0) * size_t(KVD);
+            cpu::rmsnorm_forward(kv.h, kv.rstd, x, W.attn_norm.value.f32(), nc, C, eps);
+            linear_forward(Device::CPU, kv.q, kv.h, lin(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), nc);
+            linear_forward(Device::CPU, k_new, kv.h, lin(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), nc);
+            linear_forward(Device::CPU, v_new, kv.h, lin(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), nc);
+            cpu::rope_forward(kv.q, kv.pos, inv_freq_.data(), nc, NH, HD);
+            cpu::rope_forward(k_new, kv.pos, inv_freq_.data(), nc, NKV, HD);
+            decode_attention(kv.att, kv.q, K, V, nc, p0, NH, NKV, HD, kv.scores, kv.max_T_);
+            linear_forward(Device::CPU, kv.tmp, kv.att, lin(il, LoraModule::o_proj, W.o_proj, nullptr), nc);
+            cpu::add_forward(x, x, kv.tmp, nc * C);
+            cpu::rmsnorm_forward(kv.h, kv.rstd, x, W.mlp_norm.value.f32(), nc, C, eps);
+            linear_forward(Device::CPU, kv.gate, kv.h, lin(il, LoraModule::gate_proj, W.gate_proj, nullptr), nc);
+            linear_forward(Device::CPU, kv.up, kv.h, lin(il, LoraModule::up_proj, W.up_proj, nullptr), nc);
+            cpu::swiglu_forward(kv.m, kv.gate, kv.up, nc * F);
+            linear_forward(Device::CPU, kv.tmp, kv.m, lin(il, LoraModule::down_proj, W.down_proj, nullptr), nc);
+            cpu::add_forward(x, x, kv.tmp, nc * C);
+        }
+        kv.len_ += nc;
+        if (logits_last && start + nc == n) {
+            // Only the last position's logits are needed: final norm and head on one row.
+            cpu::rmsnorm_forward(kv.h, kv.rstd, x + size_t(nc - 1) * size_t(C), final_norm.value.f32(), 1, C, eps);
+            cpu::matmul_forward(logits_last, kv.h, lm_head.weight_view(), nullptr, 1, false);
+        }
+    }
 }
 
 // ---- backward -------------------------------------------------------------------------------

@@ -45,6 +45,34 @@ namespace tuner {
 
 class SafetensorsModel;
 struct Linear;
+class LlamaModel;
+
+// Keys and values of every layer for incremental decoding (CPU, inference only). Per layer K
+// and V are (max_T, NKV, HD) f32, already rotated by RoPE; rows [0, len) are filled. Memory is
+// planned once from max_T (one arena), plus scratch for blocks of up to max_chunk new tokens
+// (a longer prompt is run in chunks, so scratch does not grow with the prompt).
+//
+//   KVCache cache(model, /*max_T=*/512);
+//   model.decode_step(prompt.data(), int(prompt.size()), cache, logits);  // prompt at once
+//   model.decode_step(&next, 1, cache, logits);                           // then one per step
+class KVCache {
+  public:
+    KVCache(const LlamaModel& model, int max_T, int max_chunk = 64);
+    int len() const { return len_; }      // tokens already in the cache (= next position)
+    int max_T() const { return max_T_; }
+    void clear() { len_ = 0; }            // forget every token (memory is kept)
+    const MemoryPlan& memory_plan() const { return plan_; }
+
+  private:
+    friend class LlamaModel;
+    MemoryPlan plan_;
+    Arena arena_;
+    std::vector<float*> k_, v_;  // per layer (max_T, NKV, HD)
+    int max_T_ = 0, max_chunk_ = 0, len_ = 0;
+    // Scratch for one chunk of n <= max_chunk tokens.
+    float *x, *h, *rstd, *q, *att, *tmp, *gate, *up, *m, *xa, *scores;
+    int32_t* pos;
+};
 
 // One batch of token rows. All arrays are (B*T) int32.
 struct Batch {
@@ -135,6 +163,12 @@ class LlamaModel {
     void logits(const Batch& batch, float* out);
     // Logits (V) of the last position of row 0 only.
     void last_logits(const Batch& batch, float* out);
+    // Incremental decoding with a KV cache (CPU only; does not use prepare's activations): runs
+    // tokens (n) at positions cache.len() .. cache.len()+n-1 through every layer, appends their
+    // keys and values to the cache, and, when logits_last is not null, writes the logits (V) of
+    // the last of them. Queries attend every cached key before them (causal inside the block).
+    // Projections go through linear_forward, so LoRA adapters apply as in forward.
+    void decode_step(const int32_t* tokens, int n, KVCache& cache, float* logits_last);
 
     void zero_grad();  // base grads and adapter grads
     // Writes config.json and model.safetensors (dtype: F32 or BF16/F16) into dir.
