@@ -8,26 +8,13 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/json_util.h"
 
 namespace tuner {
 
 namespace {
 
 using json = nlohmann::json;
-
-const char* json_type_name(const json& v) {
-    switch (v.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::object: return "object";
-        case json::value_t::array: return "array";
-        case json::value_t::string: return "string";
-        case json::value_t::boolean: return "boolean";
-        case json::value_t::number_integer:
-        case json::value_t::number_unsigned: return "integer";
-        case json::value_t::number_float: return "float";
-        default: return "value";
-    }
-}
 
 struct Arch {
     const char* architecture;

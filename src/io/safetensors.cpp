@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_util.h"
 
 namespace tuner {
 
@@ -26,22 +27,6 @@ using json = nlohmann::json;
 // The reference implementation refuses headers above 100 MB; a real header is a few hundred KB
 // even for the largest sharded models, so anything bigger is a corrupt or hostile file.
 constexpr uint64_t kMaxHeaderSize = 100'000'000;
-
-const char* json_type_name(const json& v) {
-    switch (v.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::object: return "object";
-        case json::value_t::array: return "array";
-        case json::value_t::string: return "string";
-        case json::value_t::boolean: return "boolean";
-        case json::value_t::number_integer:
-        case json::value_t::number_unsigned: return "integer";
-        case json::value_t::number_float: return "float";
-        case json::value_t::binary: return "binary";
-        case json::value_t::discarded: return "discarded";
-    }
-    return "?";
-}
 
 // Reads a non-negative JSON integer into *out. Returns false (with *why set) otherwise.
 bool get_unsigned(const json& v, uint64_t* out, const char** why) {
