@@ -21,6 +21,12 @@ const char* dtype_name(DType t) {
         case DType::U8: return "U8";
         case DType::I8: return "I8";
         case DType::BOOL: return "BOOL";
+        case DType::NF4: return "NF4";
+        case DType::Q8_0: return "Q8_0";
+        case DType::Q4_0: return "Q4_0";
+        case DType::Q4_K: return "Q4_K";
+        case DType::Q5_K: return "Q5_K";
+        case DType::Q6_K: return "Q6_K";
     }
     return "?";
 }

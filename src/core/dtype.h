@@ -12,7 +12,17 @@
 
 namespace tuner {
 
-enum class DType : uint8_t { F32, F16, BF16, F64, I32, I64, U8, I8, BOOL };
+enum class DType : uint8_t {
+    F32, F16, BF16, F64, I32, I64, U8, I8, BOOL,
+    // Block-quantised frozen weights (see quant/): a tensor of n elements is n / block_elems
+    // blocks. The GGUF types use llama.cpp's byte layouts; NF4 is bitsandbytes' 4-bit
+    // NormalFloat (blocks of 64, absmax scaling, optional double quantisation).
+    NF4, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K,
+};
+
+// True for the block-quantised types (NF4, Q8_0, ...): dtype_size() is 0 for them; use
+// dtype_nbytes() and the quant/ row dequantisers instead of element pointers.
+inline bool dtype_is_quantized(DType t) { return t >= DType::NF4; }
 
 inline size_t dtype_size(DType t) {
     switch (t) {
@@ -25,8 +35,8 @@ inline size_t dtype_size(DType t) {
         case DType::U8: return 1;
         case DType::I8: return 1;
         case DType::BOOL: return 1;
+        default: return 0;  // block-quantised: no per-element size
     }
-    return 0;
 }
 
 // Names as safetensors spells them ("F32", "BF16", ...).
