@@ -1,9 +1,13 @@
 // tuner generate MODEL_DIR (--prompt TEXT | --prompt-ids "1 2 3" | --eval FILE) [--adapter DIR]
-//     [--template NAME|auto|none] [--system TEXT] [--max-new-tokens N] [sampling flags]
-// One completion for scripts (greedy unless --temperature > 0). --eval FILE scores the model's
+//     [--chat] [--template NAME|auto|none] [--system TEXT] [--stop STR ...] [--max-new-tokens N]
+//     [sampling flags]
+// One completion for scripts (greedy unless --temperature > 0). --chat answers the prompt as the
+// first user turn of a chat session (infer/chat.h): the reply `tuner chat` gives first with the
+// same flags, template required. --eval FILE scores the model's
 // answers on an alpaca .json/.jsonl file (instruction [+ input] -> output): `accuracy` counts an
 // answer as right when the generated text, trimmed, starts with the reference output (a model
 // that never learned to emit EOS still scores), `exact` when it equals it.
+#include <algorithm>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -12,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "core/threads.h"
+#include "infer/chat.h"
 #include "infer/generate.h"
 #include "infer/prompt.h"
 #include "infer/sampling.h"
@@ -61,10 +66,20 @@ std::vector<std::pair<std::string, std::string>> read_eval_records(const std::st
 
 }  // namespace
 
+void add_sampling_options(CLI::App* sub, SamplingParams* p) {
+    sub->add_option("--temperature", p->temperature, "0 = greedy");
+    sub->add_option("--top-k", p->top_k, "top-k (0 = off)");
+    sub->add_option("--top-p", p->top_p, "top-p (1 = off)");
+    sub->add_option("--repetition-penalty", p->repetition_penalty, "repetition penalty (1 = off)");
+    sub->add_option("--seed", p->seed, "sampling seed");
+}
+
 Command add_generate(CLI::App& app) {
     struct Opts {
         std::string model, prompt, prompt_ids, adapter, tmpl = "auto", system, eval;
+        std::vector<std::string> stops;
         int max_new = 64, threads = 0;
+        bool chat = false;
         SamplingParams sampling;
     };
     auto o = std::make_shared<Opts>();
@@ -77,15 +92,31 @@ Command add_generate(CLI::App& app) {
     sub->add_option("--adapter", o->adapter, "a PEFT LoRA adapter folder to apply");
     sub->add_option("--template", o->tmpl, "chat template name, auto, or none (raw text)");
     sub->add_option("--system", o->system, "system text");
+    sub->add_option("--stop,--stop-words", o->stops, "stop string (repeatable), besides the template's and EOS");
+    sub->add_flag("--chat", o->chat, "answer --prompt as the first turn of `tuner chat` (a template is required)");
     sub->add_option("--max-new-tokens", o->max_new, "tokens to generate");
-    sub->add_option("--temperature", o->sampling.temperature, "0 = greedy");
-    sub->add_option("--top-k", o->sampling.top_k, "top-k (0 = off)");
-    sub->add_option("--top-p", o->sampling.top_p, "top-p (1 = off)");
-    sub->add_option("--repetition-penalty", o->sampling.repetition_penalty, "repetition penalty (1 = off)");
-    sub->add_option("--seed", o->sampling.seed, "sampling seed");
+    add_sampling_options(sub, &o->sampling);
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);
+                if (o->chat) {
+                    if (o->tmpl == "none") fail("[generate] --chat needs a chat template (--template auto or a name)");
+                    if (o->prompt.empty()) fail("[generate] --chat needs --prompt");
+                    if (!o->prompt_ids.empty() || !o->eval.empty())
+                        fail("[generate] --chat takes --prompt, not --prompt-ids or --eval");
+                    ChatSetup setup = load_chat_model(o->model, o->adapter, o->tmpl);
+                    ChatOptions co;
+                    co.tmpl = setup.tmpl;
+                    co.encode = encode_options_for(*setup.tok, -1);
+                    co.system = o->system, co.sampling = o->sampling, co.stop_words = o->stops;
+                    co.max_new_tokens = o->max_new;
+                    // A cache just long enough for this prompt and its reply.
+                    const int64_t need = int64_t(render_chat(*setup.tok, co, {}, o->prompt).size()) + o->max_new;
+                    co.context = int(std::min<int64_t>(need, setup.model->config.max_position_embeddings));
+                    ChatSession chat(*setup.model, *setup.tok, co);
+                    std::printf("%s\n", chat.send(o->prompt).text.c_str());
+                    return 0;
+                }
                 ModelOptions mo;
                 mo.trainable = false;
                 auto model = LlamaModel::load(o->model, mo);
@@ -112,6 +143,7 @@ Command add_generate(CLI::App& app) {
                     tmpl = tc.tmpl;
                     if (tmpl) stops = tmpl->stop_words;
                 }
+                stops.insert(stops.end(), o->stops.begin(), o->stops.end());
                 EncodeOptions enc = encode_options_for(*tok, -1);
                 if (!o->eval.empty()) {
                     auto recs = read_eval_records(o->eval);

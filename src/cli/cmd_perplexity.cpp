@@ -1,6 +1,9 @@
-// tuner perplexity MODEL_DIR --ids FILE [--ctx N] [--json]
-// Scores a file of whitespace-separated token ids in windows of N tokens. Each window is scored
-// on its own (no context carried over) with a loss on every position after the first.
+// tuner perplexity MODEL_DIR (--ids FILE | --text FILE) [--adapter DIR] [--ctx N] [--stride S] [--json]
+// Loss and perplexity over a file of whitespace-separated token ids or a text file, in windows of
+// N tokens whose starts are S apart (default S = N: each window is scored on its own, with a loss
+// on every position after the first). The same computation as `tuner eval --text/--ids`
+// (cmd_eval.cpp, window_loss).
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -8,13 +11,15 @@
 
 #include "cli/commands.h"
 #include "core/threads.h"
+#include "io/peft.h"
 #include "models/llama.h"
+#include "tokenizer/tokenizer.h"
 
 namespace tuner::cli {
 
 std::vector<int32_t> read_token_ids(const std::string& path, int64_t vocab_size) {
     std::ifstream f(path);
-    if (!f) fail("[perplexity] {}: cannot open ({})", path, std::strerror(errno));
+    if (!f) fail("[ids] {}: cannot open ({})", path, std::strerror(errno));
     std::vector<int32_t> ids;
     std::string word;
     while (f >> word) {
@@ -22,9 +27,9 @@ std::vector<int32_t> read_token_ids(const std::string& path, int64_t vocab_size)
         errno = 0;
         long long v = std::strtoll(word.c_str(), &end, 10);
         if (*end != '\0' || errno != 0)
-            fail("[perplexity] {}: token {} ('{}') is not an integer", path, ids.size() + 1, word);
+            fail("[ids] {}: token {} ('{}') is not an integer", path, ids.size() + 1, word);
         if (v < 0 || v >= vocab_size)
-            fail("[perplexity] {}: token {} is id {}, outside the vocabulary [0, {})", path, ids.size() + 1, v,
+            fail("[ids] {}: token {} is id {}, outside the vocabulary [0, {})", path, ids.size() + 1, v,
                  vocab_size);
         ids.push_back(int32_t(v));
     }
@@ -33,51 +38,41 @@ std::vector<int32_t> read_token_ids(const std::string& path, int64_t vocab_size)
 
 Command add_perplexity(CLI::App& app) {
     struct Opts {
-        std::string model, ids;
-        int ctx = 512;
+        std::string model, ids, text, adapter;
+        int ctx = 512, stride = 0;
         bool json = false, memory = false;
         int threads = 0;
     };
     auto o = std::make_shared<Opts>();
-    auto* sub = app.add_subcommand("perplexity", "loss and perplexity of a model over a file of token ids");
+    auto* sub = app.add_subcommand("perplexity", "loss and perplexity of a model over token ids or a text file");
     sub->add_option("model", o->model, "Hugging Face model folder")->required();
-    sub->add_option("--ids", o->ids, "file of whitespace-separated token ids")->required();
+    auto* ids_opt = sub->add_option("--ids", o->ids, "file of whitespace-separated token ids");
+    auto* text_opt = sub->add_option("--text", o->text, "text file (tokenized with BOS when the tokenizer adds one)");
+    ids_opt->excludes(text_opt);
+    sub->add_option("--adapter", o->adapter, "a PEFT LoRA adapter folder to apply");
     sub->add_option("--ctx", o->ctx, "window length in tokens");
+    sub->add_option("--stride", o->stride, "tokens between window starts (default: --ctx, no overlap)");
     sub->add_flag("--json", o->json, "print one JSON object");
     sub->add_flag("--memory", o->memory, "print the memory plan");
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);
+                if (o->ids.empty() == o->text.empty()) fail("[perplexity] give --ids FILE or --text FILE");
                 if (o->ctx < 2) fail("[perplexity] --ctx must be at least 2");
+                const int stride = o->stride > 0 ? o->stride : o->ctx;
+                if (stride > o->ctx)
+                    fail("[perplexity] --stride {} is longer than --ctx {} (tokens would be skipped)", stride, o->ctx);
                 ModelOptions mo;
                 mo.trainable = false;
                 auto model = LlamaModel::load(o->model, mo);
-                std::vector<int32_t> ids = read_token_ids(o->ids, model->config.vocab_size);
-                if (ids.size() < 2) fail("[perplexity] {}: needs at least 2 tokens, found {}", o->ids, ids.size());
-                int T = int(std::min<size_t>(size_t(o->ctx), ids.size()));
-                model->prepare(1, T, false);
+                if (!o->adapter.empty()) load_peft_adapter(*model, o->adapter);
+                const std::string& file = o->ids.empty() ? o->text : o->ids;
+                std::vector<int32_t> ids = o->ids.empty() ? read_text_ids(o->text, *Tokenizer::load(o->model))
+                                                          : read_token_ids(o->ids, model->config.vocab_size);
+                if (ids.size() < 2) fail("[perplexity] {}: needs at least 2 tokens, found {}", file, ids.size());
+                WindowLoss r = window_loss(*model, ids, o->ctx, stride);
                 if (o->memory) model->memory_plan().print(stderr, true);
-                double loss_sum = 0;
-                int64_t count = 0, windows = 0;
-                std::vector<int32_t> targets(static_cast<size_t>(T));
-                for (size_t start = 0; start + 1 < ids.size(); start += size_t(T)) {
-                    int n = int(std::min<size_t>(size_t(T), ids.size() - start));
-                    if (n < 2) break;
-                    for (int t = 0; t < n; t++) targets[size_t(t)] = t + 1 < n ? ids[start + size_t(t) + 1] : -100;
-                    Batch b;
-                    b.B = 1, b.T = n, b.tokens = ids.data() + start, b.targets = targets.data();
-                    int64_t c = 0;
-                    loss_sum += model->forward_loss(b, &c);
-                    count += c;
-                    windows++;
-                }
-                double loss = loss_sum / double(count);
-                if (o->json)
-                    std::printf("{\"loss\": %.6f, \"ppl\": %.6f, \"tokens\": %lld, \"windows\": %lld, \"ctx\": %d}\n", loss,
-                                std::exp(loss), (long long)count, (long long)windows, T);
-                else
-                    std::printf("loss %.4f  perplexity %.3f  (%lld scored tokens in %lld windows of up to %d)\n", loss,
-                                std::exp(loss), (long long)count, (long long)windows, T);
+                print_window_loss(r, stride, o->json);
                 return 0;
             }};
 }

@@ -1,5 +1,6 @@
 // The `tuner` program: parses the command line and runs one subcommand. User errors
 // (tuner::Error) are caught here, printed on one line, and turn into exit code 1.
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <vector>
@@ -14,6 +15,9 @@ void add_threads_option(CLI::App* sub, int* threads) {
 }  // namespace tuner::cli
 
 int main(int argc, char** argv) {
+    // A write past the file-size limit (ulimit -f) then fails with EFBIG, which the writers report
+    // with the file's name, instead of killing the process with SIGXFSZ mid-save.
+    std::signal(SIGXFSZ, SIG_IGN);
     CLI::App app{"tuner: fine-tune large language models from one C++ program"};
     app.require_subcommand(1);
     app.set_version_flag("--version", "tuner 0.1.0");
@@ -22,6 +26,7 @@ int main(int argc, char** argv) {
         tuner::cli::add_init_model(app), tuner::cli::add_perplexity(app), tuner::cli::add_bench(app),
         tuner::cli::add_generate(app),   tuner::cli::add_info(app),       tuner::cli::add_tokenize(app),
         tuner::cli::add_data(app),       tuner::cli::add_templates(app),  tuner::cli::add_merge(app),
+        tuner::cli::add_chat(app),       tuner::cli::add_eval(app),
     };
     try {
         app.parse(argc, argv);
