@@ -3,12 +3,19 @@
 #include <algorithm>
 
 #include "backend/kernels.h"
+#include "quant/quant.h"
 
 namespace tuner::cpu {
 
-// out (N, C) = table[ids]; table (V, C) F32/BF16/F16, converted row by row.
+// out (N, C) = table[ids]; table (V, C) in any weight dtype, converted row by row (a quantised
+// row is cols / block_elems whole blocks, or for NF4 elements [id * C, (id + 1) * C)).
 void embedding_forward(float* out, const int32_t* ids, const WeightView& table, int64_t N) {
     const int64_t C = table.cols;
+    if (dtype_is_quantized(table.dtype)) {
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+        for (int64_t n = 0; n < N; n++) weight_rows_to_f32(out + n * C, table, ids[n], 1);
+        return;
+    }
     const size_t row_bytes = size_t(C) * dtype_size(table.dtype);
     const char* base = static_cast<const char*>(table.data);
 #pragma omp parallel for schedule(static) if (N * C > 65536)

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "backend/kernels.h"
+#include "quant/quant.h"
 
 namespace tuner::cpu {
 
@@ -16,8 +17,7 @@ namespace tuner::cpu {
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
            int64_t ldb, float* C, int64_t ldc, bool accumulate, const float* bias = nullptr);
 
-// dst (nrows, w.cols) = rows [r0, r0 + nrows) of w as f32 (parallel over rows).
-void weight_rows_to_f32(float* dst, const WeightView& w, int64_t r0, int64_t nrows);
+// weight_rows_to_f32 (rows of a WeightView of any dtype as f32) lives in quant/quant.h.
 
 // Rows per converted tile for a low-precision weight: about 4 MiB of f32 (large enough that the
 // GEMM on a tile runs near full speed, small enough to stay in the last-level cache).

@@ -5,8 +5,9 @@
 // products, OpenBLAS cblas_sgemm ~250, oneDNN's BLAS-like dnnl::sgemm 390-500. Creating a
 // primitive costs far more than running a small one, so primitives are cached by shape.
 //
-// Low-precision weights (BF16/F16, frozen) are converted to f32 a tile of rows at a time into
-// per-thread scratch and multiplied tile by tile, so a whole weight is never materialised.
+// Low-precision weights (frozen: BF16/F16, NF4 and the GGUF block types) are converted to f32 a
+// tile of rows at a time (quant/quant.h weight_rows_to_f32) into per-thread scratch and
+// multiplied tile by tile, so a whole weight is never materialised in f32.
 
 #include <algorithm>
 #include <array>
@@ -118,14 +119,6 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const fl
         p->prim.execute(e.stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
     }
     e.stream.wait();
-}
-
-void weight_rows_to_f32(float* dst, const WeightView& w, int64_t r0, int64_t nrows) {
-    const size_t esize = dtype_size(w.dtype);
-    const char* base = static_cast<const char*>(w.data) + size_t(r0) * size_t(w.cols) * esize;
-#pragma omp parallel for schedule(static) if (nrows * w.cols > 65536)
-    for (int64_t r = 0; r < nrows; r++)
-        convert_to_f32(dst + r * w.cols, base + size_t(r) * size_t(w.cols) * esize, w.dtype, size_t(w.cols));
 }
 
 int64_t weight_tile_rows(int64_t cols) {

@@ -1,0 +1,72 @@
+// Sizes, quantisation and f32 conversion of weight rows for every weight dtype (see quant.h).
+
+#include "quant/quant.h"
+
+#include "core/error.h"
+#include "quant/ggml_blocks.h"
+#include "quant/nf4.h"
+
+namespace tuner {
+
+int64_t dtype_block_elems(DType t) {
+    if (!dtype_is_quantized(t)) return 1;
+    if (t == DType::NF4) return kNF4Block;
+    return ggml_block_elems(t);
+}
+
+size_t dtype_nbytes(DType t, int64_t n, const QuantOptions& opt) {
+    TUNER_ASSERT_MSG(n >= 0 && n % dtype_block_elems(t) == 0, "element count is not a whole number of blocks");
+    if (!dtype_is_quantized(t)) return size_t(n) * dtype_size(t);
+    if (t == DType::NF4) return nf4_nbytes(n, opt.nf4_double_quant);
+    return size_t(n / ggml_block_elems(t)) * ggml_block_bytes(t);
+}
+
+size_t dtype_row_bytes(DType t, int64_t cols) {
+    TUNER_ASSERT_MSG(t != DType::NF4, "NF4 rows are not byte-addressable (the scales follow all codes)");
+    return dtype_nbytes(t, cols);
+}
+
+void weight_rows_to_f32(float* dst, const WeightView& w, int64_t r0, int64_t nrows) {
+    const int64_t cols = w.cols;
+    TUNER_ASSERT(r0 >= 0 && nrows >= 0 && r0 + nrows <= w.rows);
+    if (!dtype_is_quantized(w.dtype)) {
+        const size_t esize = dtype_size(w.dtype);
+        const char* base = static_cast<const char*>(w.data) + size_t(r0) * size_t(cols) * esize;
+#pragma omp parallel for schedule(static) if (nrows * cols > 65536)
+        for (int64_t r = 0; r < nrows; r++)
+            convert_to_f32(dst + r * cols, base + size_t(r) * size_t(cols) * esize, w.dtype, size_t(cols));
+        return;
+    }
+    TUNER_ASSERT_MSG(cols % dtype_block_elems(w.dtype) == 0, "quantised weight rows must be whole blocks");
+    if (w.dtype == DType::NF4) {
+        TUNER_ASSERT_MSG(nf4_numel(w.data) == w.rows * cols, "NF4 buffer does not match the weight shape");
+#pragma omp parallel for schedule(static) if (nrows * cols > 65536)
+        for (int64_t r = 0; r < nrows; r++) nf4_dequantize(dst + r * cols, w.data, (r0 + r) * cols, cols);
+        return;
+    }
+    const size_t row_bytes = dtype_row_bytes(w.dtype, cols);
+    const int64_t nblocks = cols / ggml_block_elems(w.dtype);
+    const char* base = static_cast<const char*>(w.data) + size_t(r0) * row_bytes;
+#pragma omp parallel for schedule(static) if (nrows * cols > 65536)
+    for (int64_t r = 0; r < nrows; r++) ggml_dequantize(w.dtype, dst + r * cols, base + size_t(r) * row_bytes, nblocks);
+}
+
+void quantize_rows(void* dst, DType t, const float* src, int64_t rows, int64_t cols, const QuantOptions& opt) {
+    const int64_t n = rows * cols;
+    if (!dtype_is_quantized(t)) {
+        convert_from_f32(dst, t, src, size_t(n));
+        return;
+    }
+    TUNER_ASSERT_MSG(cols % dtype_block_elems(t) == 0, "quantised weight rows must be whole blocks");
+    if (t == DType::NF4) {
+        nf4_quantize(dst, src, n, opt.nf4_double_quant);
+        return;
+    }
+    const size_t row_bytes = dtype_row_bytes(t, cols);
+    const int64_t nblocks = cols / ggml_block_elems(t);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t r = 0; r < rows; r++)
+        ggml_quantize(t, static_cast<char*>(dst) + size_t(r) * row_bytes, src + r * cols, nblocks);
+}
+
+}  // namespace tuner
