@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if defined(__AVX512F__)
 // GCC 12 reports its own _mm512_undefined_* placeholders inside the intrinsics as uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>

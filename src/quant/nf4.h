@@ -14,7 +14,8 @@
 //    block absmax values; the values (absmax - offset) are quantised 8-bit in blocks of 256
 //    with their own f32 absmax ("absmax2") to bitsandbytes' signed dynamic code
 //    (create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)), nearest code value
-//    (ties to the lower code). absmax is recovered as f32(code8[q] * absmax2) + offset, two
+//    (ties to the lower code; bitsandbytes' binary search in dQuantize picks the nearest too,
+//    up to how it breaks exact ties). The mean is taken in double here (torch sums in f32). absmax is recovered as f32(code8[q] * absmax2) + offset, two
 //    f32 roundings as in bitsandbytes (dequantize_blockwise, then += offset).
 //    Saves 3.5 bytes per 64 values (0.5 -> ~0.127 bits per value of scale overhead).
 //
