@@ -178,7 +178,7 @@ ChatReply ChatSession::send(const std::string& user, const std::function<void(st
     append_prompt(prompt, turns(), user, needs_bos_);
     // Room for the prompt and a reply (up to a quarter of the context): drop the oldest turns.
     const size_t reserve = size_t(std::max(1, std::min(opt_.max_new_tokens, context_ / 4)));
-    const size_t before = history_.size();
+    const size_t before = history_.size(), prompt_before = prompt.size();
     while (!turns_.empty() && history_.size() + prompt.size() + reserve > size_t(context_)) {
         turns_.erase(turns_.begin());
         r.dropped_turns++;
@@ -187,8 +187,10 @@ ChatReply ChatSession::send(const std::string& user, const std::function<void(st
         append_prompt(prompt, turns(), user, needs_bos_);
     }
     if (r.dropped_turns > 0)
-        note(fmt::format("[chat] context full ({} + {} of {} tokens): dropped the oldest {} turn{}, {} left", before,
-                         alone.size(), context_, r.dropped_turns, r.dropped_turns == 1 ? "" : "s", turns()));
+        note(fmt::format("[chat] the context ({} tokens) cannot hold the conversation ({}), the message ({}) and a "
+                         "reply ({}): dropped the oldest {} turn{}, {} left",
+                         context_, before, prompt_before, reserve, r.dropped_turns, r.dropped_turns == 1 ? "" : "s",
+                         turns()));
 
     std::vector<int32_t> seq = history_;  // history + prompt + sampled tokens
     seq.insert(seq.end(), prompt.begin(), prompt.end());
