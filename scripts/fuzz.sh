@@ -3,11 +3,12 @@
 # (default 60) from a small generated seed corpus. Exits non-zero on a finding; the crashing
 # input is left in build-fuzz/artifacts/ (replay: build-fuzz/fuzz/TARGET ARTIFACT).
 #   FUZZ_SECONDS=10 scripts/fuzz.sh
+#   FUZZ_TARGETS=fuzz_gguf FUZZ_BUILD=/tmp/build-fuzz scripts/fuzz.sh   # one target, another folder
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-BUILD=build-fuzz
+BUILD=${FUZZ_BUILD:-build-fuzz}
 JOBS=${FUZZ_JOBS:-$(nproc)}
 
 generator=()
@@ -16,7 +17,7 @@ if [[ ! -f $BUILD/CMakeCache.txt ]]; then
     CC=clang CXX=clang++ cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DTUNER_FUZZ=ON -DTUNER_TESTS=OFF -DTUNER_CUDA=OFF
 fi
-targets=(fuzz_safetensors fuzz_tokenizer_json fuzz_jsonl)
+read -r -a targets <<<"${FUZZ_TARGETS:-fuzz_safetensors fuzz_tokenizer_json fuzz_jsonl fuzz_gguf}"
 cmake --build "$BUILD" --target "${targets[@]}" -j "$JOBS"
 
 # 8-byte little-endian integer as printf escapes.
@@ -248,6 +249,94 @@ cat >"$jseeds.dict" <<'DICT'
 "false"
 "[]"
 "{}"
+DICT
+
+# fuzz_gguf: small GGUF files written field by field (little-endian), plus the first 4 KB of
+# two shared vocabulary files when the shared data is there.
+gseeds=$BUILD/seeds/fuzz_gguf
+rm -rf "$gseeds"
+mkdir -p "$gseeds" "$BUILD/corpus/fuzz_gguf"
+export LC_ALL=C  # ${#s} below counts bytes
+le32() {
+    local n=$1 out="" i
+    for i in 0 1 2 3; do
+        out+=$(printf '\\x%02x' $(((n >> (8 * i)) & 255)))
+    done
+    printf '%s' "$out"
+}
+gs() { printf "$(le64 ${#1})"; printf '%s' "$1"; }  # GGUF string: u64 length + bytes
+ghead() { printf 'GGUF'; printf "$(le32 3)$(le64 "$1")$(le64 "$2")"; }  # tensors, kvs
+kv_str() { gs "$1"; printf "$(le32 8)"; gs "$2"; }
+kv_u32() { gs "$1"; printf "$(le32 4)$(le32 "$2")"; }
+kv_bool() { gs "$1"; printf "$(le32 7)\\x0$2"; }
+kv_strs() { local k=$1; shift; gs "$k"; printf "$(le32 9)$(le32 8)$(le64 $#)"; for x in "$@"; do gs "$x"; done; }
+kv_i32s() { local k=$1; shift; gs "$k"; printf "$(le32 9)$(le32 5)$(le64 $#)"; for x in "$@"; do printf "$(le32 "$x")"; done; }
+kv_f32s() { local k=$1; shift; gs "$k"; printf "$(le32 9)$(le32 6)$(le64 $#)"; for x in "$@"; do printf "$(le32 "$x")"; done; }
+pad32() { local n; n=$(stat -c %s "$1"); while ((n % 32)); do printf '\x00' >>"$1"; n=$((n + 1)); done; }
+{
+    ghead 2 2
+    kv_str general.architecture llama
+    kv_u32 general.alignment 32
+    gs w; printf "$(le32 2)$(le64 4)$(le64 2)$(le32 0)$(le64 0)"    # F32 (2, 4) at 0
+    gs q; printf "$(le32 1)$(le64 32)$(le32 8)$(le64 32)"           # Q8_0 (32) at 32
+} >"$gseeds/tensors.gguf"
+pad32 "$gseeds/tensors.gguf"
+head -c 66 /dev/zero >>"$gseeds/tensors.gguf"
+G=$'\xc4\xa0'  # GPT-2's byte-level space
+{
+    ghead 0 7
+    kv_str tokenizer.ggml.model gpt2
+    kv_str tokenizer.ggml.pre gpt-2
+    kv_strs tokenizer.ggml.tokens a b ab "$G" "${G}ab" '<eos>'
+    kv_i32s tokenizer.ggml.token_type 1 1 1 1 1 3
+    kv_strs tokenizer.ggml.merges 'a b' "$G ab"
+    kv_u32 tokenizer.ggml.eos_token_id 5
+    kv_bool tokenizer.ggml.add_eos_token 1
+} >"$gseeds/gpt2-vocab.gguf"
+S=$'\xe2\x96\x81'  # SentencePiece's space
+{
+    ghead 0 5
+    kv_str tokenizer.ggml.model llama
+    kv_strs tokenizer.ggml.tokens '<unk>' '<s>' '</s>' '<0x41>' "$S" a b "${S}a" ab "${S}ab"
+    kv_f32s tokenizer.ggml.scores 0 0 0 0 -1082130432 -1073741824 -1069547520 -1065353216 -1063256064 -1061158912
+    kv_i32s tokenizer.ggml.token_type 2 3 3 6 1 1 1 1 1 1
+    kv_u32 tokenizer.ggml.bos_token_id 1
+} >"$gseeds/llama-vocab.gguf"
+for v in gpt-2 llama-spm; do
+    f=../shared/data/gguf/vocab/ggml-vocab-$v.gguf
+    if [[ -f $f ]]; then head -c 4096 "$f" >"$gseeds/head-$v.gguf"; fi
+done
+cat >"$gseeds.dict" <<'DICT'
+"GGUF"
+"general.architecture"
+"general.alignment"
+"tokenizer.ggml.model"
+"tokenizer.ggml.pre"
+"tokenizer.ggml.tokens"
+"tokenizer.ggml.scores"
+"tokenizer.ggml.token_type"
+"tokenizer.ggml.merges"
+"tokenizer.ggml.bos_token_id"
+"tokenizer.ggml.add_bos_token"
+"gpt2"
+"llama"
+"llama-bpe"
+"qwen2"
+"deepseek-llm"
+"deepseek-coder"
+"falcon"
+"starcoder"
+"<0x41>"
+"\xe2\x96\x81"
+"\xc4\xa0"
+"\x03\x00\x00\x00"
+"\x08\x00\x00\x00"
+"\x09\x00\x00\x00"
+"\x0c\x00\x00\x00"
+"\x1e\x00\x00\x00"
+"\x00\x01\x00\x00\x00\x00\x00\x00"
+"\xff\xff\xff\xff\xff\xff\xff\xff"
+"\xff\xff\xff\xff\xff\xff\xff\x7f"
 DICT
 
 status=0

@@ -1,5 +1,7 @@
-// tuner tokenize MODEL_OR_TOKENIZER_DIR (--text S | --file F) [--no-special] [--pieces] [--bench]
+// tuner tokenize MODEL_OR_TOKENIZER (TEXT | --text S | --file F) [--no-special] [--pieces] [--bench]
 //
+// MODEL_OR_TOKENIZER: a model or tokenizer folder, tokenizer.json, tokenizer.model, or a .gguf
+// file (its tokenizer.ggml.* metadata).
 // Prints the ids on one line, space-separated. --pieces adds a second line with each token's
 // vocabulary piece as a JSON string. --no-special encodes as Hugging Face does with
 // add_special_tokens=False (no BOS/EOS from the post-processor; special tokens written in the
@@ -15,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "io/gguf.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
 
@@ -66,18 +69,22 @@ int run_bench(const Tokenizer& tok, const std::string& text, bool add_special, d
 Command add_tokenize(CLI::App& app) {
     auto o = std::make_shared<Opts>();
     auto* sub = app.add_subcommand("tokenize", "encode text and print the token ids");
-    sub->add_option("model", o->model, "model folder, tokenizer folder, tokenizer.json or tokenizer.model")->required();
+    sub->add_option("model", o->model, "model folder, tokenizer folder, tokenizer.json, tokenizer.model or .gguf file")
+        ->required();
     auto* text = sub->add_option("--text", o->text, "the text to encode");
     auto* file = sub->add_option("--file", o->file, "encode this file's bytes as one text");
+    auto* positional = sub->add_option("text", o->text, "the text to encode (as --text)");
     text->excludes(file);
+    positional->excludes(text)->excludes(file);
     sub->add_flag("--no-special", o->no_special, "no BOS/EOS (Hugging Face add_special_tokens=False)");
     sub->add_flag("--pieces", o->pieces, "also print the tokens' pieces (second line, JSON strings)");
     sub->add_flag("--bench", o->bench, "measure encoding throughput (MB/s, one thread) instead");
     sub->add_option("--seconds", o->seconds, "how long --bench runs (default 2)");
-    return {sub, [o, text, file]() -> int {
-                if (text->count() == 0 && file->count() == 0) fail("[tokenize] give the text with --text or --file");
+    return {sub, [o, text, file, positional]() -> int {
+                if (text->count() == 0 && positional->count() == 0 && file->count() == 0)
+                    fail("[tokenize] give the text (as an argument, with --text, or with --file)");
                 std::string input = file->count() ? read_file_bytes(o->file) : o->text;
-                auto tok = Tokenizer::load(o->model);
+                auto tok = is_gguf_path(o->model) ? load_gguf_tokenizer(o->model) : Tokenizer::load(o->model);
                 if (o->bench) return run_bench(*tok, input, !o->no_special, o->seconds);
                 std::vector<int32_t> ids = tok->encode(input, !o->no_special);
                 std::string line;

@@ -88,6 +88,13 @@ class Tokenizer {
     std::vector<int32_t> prefix_ids_, suffix_ids_;
 };
 
+class Gguf;
+// A tokenizer from the metadata of a llama.cpp GGUF file (tokenizer.ggml.*): `llama`
+// (SentencePiece BPE with byte fallback) and `gpt2` (byte-level BPE, pre-tokenized with
+// llama.cpp's regexes for tokenizer.ggml.pre); see gguf_tokenizer.cpp. Errors name the file.
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const Gguf& gguf);  // an open file (io/gguf.h)
+
 // Decodes token by token for streaming output without ever emitting half a UTF-8 character:
 // bytes of an incomplete sequence are held back until the sequence completes.
 // The concatenation of everything push() and flush() return equals tok.decode(all ids), and each
