@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include "core/random.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "models/llama_tensors.h"
 #include "nn/linear.h"
@@ -247,6 +248,7 @@ static void check_model_config(const ModelConfig& c, const std::string& where) {
 }
 
 std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const ModelOptions& options) {
+    if (is_gguf_path(dir)) return load_gguf(dir, options);  // models/gguf_model.cpp
     auto m = std::make_unique<LlamaModel>();
     m->options = options;
     if (options.lora) m->options.trainable = false;  // LoRA: the base is frozen

@@ -110,8 +110,14 @@ class LlamaModel {
     Param final_norm;  // (C)
     Param lm_head;     // (V, C); when tied, value aliases embed_tokens and grad is unused
 
-    // Loads config.json and the safetensors weights of an HF folder.
+    // Loads config.json and the safetensors weights of an HF folder, or a llama.cpp .gguf file
+    // (load_gguf, for a path ending in .gguf).
     static std::unique_ptr<LlamaModel> load(const std::string& dir, const ModelOptions& options);
+    // A GGUF file (models/gguf_model.h): config from its metadata, tensors renamed and put in HF
+    // layout. F32/F16/BF16 tensors load as safetensors ones do; block-quantised ones (Q8_0, Q4_0,
+    // Q4_K, Q5_K, Q6_K) stay as their GGUF blocks in a frozen model and are dequantised to F32
+    // for full fine-tuning.
+    static std::unique_ptr<LlamaModel> load_gguf(const std::string& path, const ModelOptions& options);
     // A model with the given config and random weights (init as HF does: normal(0, 0.02), norms 1).
     static std::unique_ptr<LlamaModel> random(const ModelConfig& config, const ModelOptions& options, uint64_t seed);
 
