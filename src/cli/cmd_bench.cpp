@@ -1,9 +1,11 @@
 // tuner bench MODEL_DIR [--seq T] [--steps N] [--batch B] [--threads N] [--json]
 //                       [--lora-r R [--lora-targets all-linear|q_proj,v_proj,...] [--lora-alpha A]
-//                        [--lora-dropout P] [--base-dtype f32|bf16]]
-// Times forward + backward of a training step (no optimizer) on random tokens: full fine-tuning,
-// or with --lora-r LoRA adapters over a frozen base. Reports tokens/s, achieved GFLOP/s, this
-// machine's measured f32 GEMM peak and the MFU.
+//                        [--lora-dropout P] [--base-dtype f32|bf16]] [--optimizer]
+// Times a training step on random tokens: forward + backward, and with --optimizer also gradient
+// clipping (global norm 1.0) and an AdamW update of every trained parameter, as `tuner train`
+// does. Full fine-tuning, or with --lora-r LoRA adapters over a frozen base. Reports tokens/s,
+// achieved GFLOP/s, this machine's measured f32 GEMM peak and the MFU (the optimizer's few
+// FLOPs per parameter are not counted: MFU counts matmul and attention work only).
 //
 // FLOPs per trained token (stated in the output):
 // full fine-tuning:
@@ -28,6 +30,7 @@
 #include "core/scratch.h"
 #include "core/threads.h"
 #include "models/llama.h"
+#include "train/adamw.h"
 
 namespace tuner::cli {
 
@@ -68,7 +71,7 @@ Command add_bench(CLI::App& app) {
     struct Opts {
         std::string model;
         int seq = 512, steps = 3, batch = 1, threads = 0;
-        bool json = false, memory = false;
+        bool json = false, memory = false, optimizer = false;
         int64_t lora_r = 0;
         std::string lora_targets = "all-linear", base_dtype = "f32";
         double lora_alpha = 16.0, lora_dropout = 0.1;
@@ -81,6 +84,8 @@ Command add_bench(CLI::App& app) {
     sub->add_option("--steps", o->steps, "timed steps (after one warm-up step)");
     sub->add_flag("--json", o->json, "print one JSON object");
     sub->add_flag("--memory", o->memory, "print the memory plan");
+    sub->add_flag("--optimizer", o->optimizer,
+                  "time whole training steps: also clip the gradient norm and take an AdamW step");
     sub->add_option("--lora-r", o->lora_r, "LoRA rank: time LoRA over a frozen base instead of full fine-tuning");
     sub->add_option("--lora-targets", o->lora_targets, "LoRA target modules, comma-separated (default all-linear)");
     sub->add_option("--lora-alpha", o->lora_alpha, "LoRA alpha (default 16)");
@@ -123,15 +128,29 @@ Command add_bench(CLI::App& app) {
                 Batch b;
                 b.B = B, b.T = T, b.tokens = tokens.data(), b.targets = targets.data();
 
+                std::unique_ptr<AdamW> opt;
+                if (o->optimizer) {
+                    AdamWConfig ac;
+                    ac.weight_decay = 0.0;
+                    opt = std::make_unique<AdamW>(model->trainable_params(), ac);
+                }
+                auto train_step = [&](float grad_scale, int64_t* count) {
+                    double l = model->forward_backward(b, grad_scale, count);
+                    if (opt) {
+                        clip_grad_norm(opt->params(), 1.0);
+                        opt->step(1e-5);
+                    }
+                    return l;
+                };
                 int64_t count = 0;
                 model->zero_grad();
-                double loss = model->forward_backward(b, 1.0f, &count);  // warm-up
+                double loss = train_step(1.0f, &count);  // warm-up
                 double best = 1e30, total = 0, best_cpu = 1e30;
                 for (int s = 0; s < o->steps; s++) {
                     model->zero_grad();
                     auto t0 = Clock::now();
                     const double c0 = process_cpu_seconds();
-                    loss = model->forward_backward(b, 1.0f / float(count), &count);
+                    loss = train_step(1.0f / float(count), &count);
                     double dt = seconds_since(t0);
                     best_cpu = std::min(best_cpu, process_cpu_seconds() - c0);
                     best = std::min(best, dt);
@@ -149,10 +168,11 @@ Command add_bench(CLI::App& app) {
                                                6.0 * L * double(T) * QD;
                 const std::string formula =
                     lora ? "4*N_matmul + 6*N_lora + 6*L*T*NH*HD" : "6*N_matmul + 6*L*T*NH*HD";
-                const std::string method =
+                std::string method =
                     lora ? fmt::format("lora r={} ({}), {} base, dropout {}", o->lora_r, o->lora_targets, o->base_dtype,
                                        o->lora_dropout)
                          : std::string("full");
+                method += o->optimizer ? ", step = fwd + bwd + clip + AdamW" : ", step = fwd + bwd";
                 const double tokens_per_step = double(B) * double(T);
                 const double tps = tokens_per_step / mean;
                 const double gflops = flops_per_token * tps / 1e9;
@@ -176,7 +196,7 @@ Command add_bench(CLI::App& app) {
                                 double(c.num_params()) / 1e6, B, T, num_threads());
                     std::printf("training: %s, %.2fM trainable parameters\n", method.c_str(),
                                 double(model->num_trainable_params()) / 1e6);
-                    std::printf("step (forward + backward): mean %.3f s, best %.3f s over %d steps\n", mean, best,
+                    std::printf("step: mean %.3f s, best %.3f s over %d steps\n", mean, best,
                                 o->steps);
                     std::printf("throughput: %.1f tokens/s, %.1f GFLOP/s\n", tps, gflops);
                     std::printf("CPU time: best %.3f s per step (all threads) = %.1f tokens per CPU-second\n", best_cpu,

@@ -187,8 +187,14 @@ def attention_mask(seg_start, T):
     return ((j <= i) & (j >= seg_start[:, :, None]))[:, None]
 
 
-def forward(cfg, P, tokens, positions=None, seg_start=None):
-    """Logits (B, T, V) for int64 tokens (B, T); params P: HF name -> tensor."""
+def forward(cfg, P, tokens, positions=None, seg_start=None, linear=None):
+    """Logits (B, T, V) for int64 tokens (B, T); params P: HF name -> tensor.
+
+    linear(h, name) computes h @ P[name].t() for the projections q/k/v/o and gate/up/down (a
+    hook for adapters, e.g. bench/bench_torch.py's PEFT-style LoRA); default: exactly that."""
+    if linear is None:
+        def linear(h, name):
+            return h @ P[name].t()
     B, T = tokens.shape
     NH, NKV, HD = cfg["num_attention_heads"], num_kv_heads(cfg), head_dim(cfg)
     eps = float(cfg["rms_norm_eps"])
@@ -207,9 +213,9 @@ def forward(cfg, P, tokens, positions=None, seg_start=None):
     for il in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{il}."
         h = rmsnorm(x, P[p + "input_layernorm.weight"], eps)
-        q = h @ P[p + "self_attn.q_proj.weight"].t()
-        k = h @ P[p + "self_attn.k_proj.weight"].t()
-        v = h @ P[p + "self_attn.v_proj.weight"].t()
+        q = linear(h, p + "self_attn.q_proj.weight")
+        k = linear(h, p + "self_attn.k_proj.weight")
+        v = linear(h, p + "self_attn.v_proj.weight")
         if bias:
             q = q + P[p + "self_attn.q_proj.bias"]
             k = k + P[p + "self_attn.k_proj.bias"]
@@ -224,10 +230,10 @@ def forward(cfg, P, tokens, positions=None, seg_start=None):
         scores = scores.masked_fill(~allowed, float("-inf"))
         a = torch.softmax(scores, dim=-1) @ v
         a = a.transpose(1, 2).reshape(B, T, NH * HD)
-        x = x + a @ P[p + "self_attn.o_proj.weight"].t()
+        x = x + linear(a, p + "self_attn.o_proj.weight")
         h = rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps)
-        m = F.silu(h @ P[p + "mlp.gate_proj.weight"].t()) * (h @ P[p + "mlp.up_proj.weight"].t())
-        x = x + m @ P[p + "mlp.down_proj.weight"].t()
+        m = F.silu(linear(h, p + "mlp.gate_proj.weight")) * linear(h, p + "mlp.up_proj.weight")
+        x = x + linear(m, p + "mlp.down_proj.weight")
     x = rmsnorm(x, P["model.norm.weight"], eps)
     head = P.get("lm_head.weight", P["model.embed_tokens.weight"])
     return x @ head.t()
