@@ -7,6 +7,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -221,4 +222,39 @@ TEST(Train, InitAdapterStartsFromATrainedAdapter) {
     // The second run starts where the first ended, not from the base model.
     EXPECT_NEAR(second.eval_loss_before, first.eval_loss_after, 1e-6 * first.eval_loss_after);
     EXPECT_LT(second.eval_loss_before, first.eval_loss_before * 0.8);
+}
+
+// A full disk while saving, simulated with a file-size limit (ulimit -f: writes past it fail with
+// EFBIG once tuner ignores SIGXFSZ): the run stops with a message naming the checkpoint, the
+// earlier checkpoint is byte-for-byte untouched and still resumes, and no half-written folder
+// is left behind.
+TEST(Train, FullDiskWhileSavingKeepsEarlierCheckpoints) {
+    REQUIRE_STORIES(model);
+    std::string dir = tuner::testing::make_temp_dir("train-full-disk");
+    // Full fine-tuning: optimizer.safetensors holds 2 x 260K f32 moments (~2 MiB), more than the
+    // 1 MiB limit below; the first run (no limit) writes checkpoint-4 (the last step writes the
+    // result, not a checkpoint: hence 5 steps).
+    std::string cfg = write_config(dir, model, "method: full\n");
+    train(cfg, {"train.max_steps=5"});
+    const std::string ckpt = dir + "/out/checkpoint-4";
+    ASSERT_TRUE(fs::exists(ckpt + "/optimizer.safetensors"));
+    std::map<std::string, std::string> before;
+    for (const auto& e : fs::directory_iterator(ckpt)) before[e.path().filename()] = read_bytes(e.path());
+
+    std::string out;
+    const std::string cmd = "ulimit -f 1024; " + tuner::testing::tuner_exe() + " train " + cfg +
+                            " --set train.max_steps=12 --resume " + ckpt + " 2>&1";
+    int rc = tuner::testing::run_command("bash -c '" + cmd + "'", &out);
+    EXPECT_EQ(rc, 1) << out;
+    EXPECT_CONTAINS(out, "checkpoint-8");
+    EXPECT_CONTAINS(out, "File too large");
+    EXPECT_CONTAINS(out, "earlier checkpoints are untouched");
+    EXPECT_FALSE(fs::exists(dir + "/out/checkpoint-8"));
+    EXPECT_FALSE(fs::exists(dir + "/out/checkpoint-8.tmp"));
+    std::map<std::string, std::string> after;
+    for (const auto& e : fs::directory_iterator(ckpt)) after[e.path().filename()] = read_bytes(e.path());
+    EXPECT_TRUE(before == after) << "checkpoint-4 changed";
+    // ... and it still resumes to the end once there is room again.
+    TrainResult r = train(cfg, {"output_dir=" + dir + "/again"}, ckpt);
+    EXPECT_EQ(r.steps_done, 8);
 }

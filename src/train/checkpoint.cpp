@@ -46,8 +46,8 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const s
     tmp_dir += ".tmp";
     std::error_code ec;
     fs::remove_all(tmp_dir, ec);
-    fs::create_directories(tmp_dir);
     try {
+        fs::create_directories(tmp_dir);
         {
             SafetensorsWriter w((tmp_dir / "trainable.safetensors").string(), {{"format", "pt"}});
             for (const Param* p : params) w.declare(p->name, DType::F32, p->value.dims());
@@ -72,9 +72,12 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const s
         state["fingerprint"] = params_fingerprint(params);
         write_text_atomic(tmp_dir / "trainer_state.json", state.dump(2) + "\n");
         write_text_atomic(tmp_dir / "config.yaml", config_text);
-    } catch (...) {
+    } catch (const Error& e) {
         fs::remove_all(tmp_dir, ec);  // nothing half-written stays behind; older checkpoints are untouched
-        throw;
+        fail("[checkpoint] {}: not saved, earlier checkpoints are untouched: {}", final_dir.string(), e.what());
+    } catch (const fs::filesystem_error& e) {
+        fs::remove_all(tmp_dir, ec);
+        fail("[checkpoint] {}: not saved, earlier checkpoints are untouched: {}", final_dir.string(), e.what());
     }
     fs::remove_all(final_dir, ec);
     fs::rename(tmp_dir, final_dir);
