@@ -58,7 +58,7 @@ Command add_chat(CLI::App& app) {
         std::string model, adapter, tmpl = "auto", system;
         std::vector<std::string> stops;
         int max_new = 512, ctx = 0, threads = 0;
-        bool verbose = false;
+        bool verbose = false, echo = false;
         SamplingParams sampling;  // the reference chat's defaults: temperature 0.1, top-k 40, top-p 0.75
     };
     auto o = std::make_shared<Opts>();
@@ -72,6 +72,8 @@ Command add_chat(CLI::App& app) {
     sub->add_option("--ctx", o->ctx, "context length in tokens (default: the model's, up to 4096)");
     add_sampling_options(sub, &o->sampling);
     sub->add_flag("--verbose,-v", o->verbose, "print tokens and tokens/s after each reply (stderr)");
+    sub->add_flag("--echo", o->echo,
+                  "print each message read as 'user> ...' and prefix replies with 'model> ' (transcripts from a pipe)");
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);
@@ -113,6 +115,10 @@ Command add_chat(CLI::App& app) {
                         continue;
                     }
                     if (line.empty()) continue;
+                    if (o->echo) {
+                        std::printf("user> %s\nmodel> ", line.c_str());
+                        std::fflush(stdout);
+                    }
                     try {
                         ChatReply r = chat.send(line, [](std::string_view s) {
                             std::fwrite(s.data(), 1, s.size(), stdout);
