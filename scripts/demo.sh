@@ -60,8 +60,9 @@ echo
 echo "held-out accuracy after training:  $($gen "$out/colours/model" --eval "$out/heldout.jsonl")"
 echo "loss curve: $out/colours/loss.svg, metrics: $out/colours/metrics.jsonl, samples: $out/colours/samples.md"
 echo
-echo "== 5. a sample chat with the result: tuner chat $out/colours/model (questions it never saw in training)"
-printf '%s\n' "What colour is the lazy owl?" "What colour is the brave bee?" "What colour is the quiet fox?" |
+echo "== 5. a sample chat with the result: tuner chat $out/colours/model (questions it never saw in training;"
+echo "      it learned single questions, so /reset starts a new conversation before each)"
+printf '%s\n' "What colour is the lazy owl?" /reset "What colour is the brave bee?" /reset "What colour is the quiet fox?" |
   $tuner chat "$out/colours/model" --template default --max-new-tokens 40 --echo
 echo
 echo "== 6. forward + backward benchmark of the tiny model (tokens/s and MFU against this machine's measured GEMM peak)"
