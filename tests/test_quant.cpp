@@ -605,6 +605,46 @@ void check_matmul(const QCase& qc, int64_t N, int64_t in, int64_t out) {
     }
 }
 
+// convert_weight streams a weight through a small f32 chunk; the result must equal converting the
+// whole f32 weight at once (same bytes), for every target, from f32 and bf16 sources, with
+// chunks that split the weight in several pieces (and NF4 blocks that straddle rows).
+TEST(Quant, ConvertWeightInChunksEqualsWholeConversion) {
+    const int64_t rows = 48, cols = 512;  // 48 x 512: K-type rows are 2 blocks
+    std::vector<float> w = tuner::testing::random_floats(size_t(rows * cols), 7, 0.5f);
+    std::vector<uint16_t> wb(w.size());
+    convert_from_f32(wb.data(), DType::BF16, w.data(), w.size());
+    std::vector<float> wb_f32(w.size());
+    convert_to_f32(wb_f32.data(), wb.data(), DType::BF16, w.size());
+    struct Case { DType t; bool dq; };
+    for (Case c : {Case{DType::NF4, false}, Case{DType::NF4, true}, Case{DType::Q8_0, false}, Case{DType::Q4_0, false},
+                   Case{DType::Q4_K, false}, Case{DType::Q5_K, false}, Case{DType::Q6_K, false},
+                   Case{DType::BF16, false}, Case{DType::F16, false}, Case{DType::F32, false}}) {
+        QuantOptions o;
+        o.nf4_double_quant = c.dq;
+        const size_t nb = dtype_nbytes(c.t, rows * cols, o);
+        for (bool from_bf16 : {false, true}) {
+            std::vector<uint8_t> whole(nb), chunked(nb, 0xAB);
+            quantize_rows(whole.data(), c.t, from_bf16 ? wb_f32.data() : w.data(), rows, cols, o);
+            WeightView src{from_bf16 ? static_cast<const void*>(wb.data()) : w.data(),
+                           from_bf16 ? DType::BF16 : DType::F32, rows, cols};
+            convert_weight(chunked.data(), c.t, src, o, /*chunk_bytes=*/5 * cols * sizeof(float) + 100);
+            EXPECT_TRUE(whole == chunked) << dtype_name(c.t) << (c.dq ? " double-quant" : "")
+                                          << (from_bf16 ? " from bf16" : " from f32");
+        }
+    }
+    // And back: NF4 -> BF16 equals dequantising then rounding.
+    QuantOptions o;
+    o.nf4_double_quant = true;
+    std::vector<uint8_t> q(dtype_nbytes(DType::NF4, rows * cols, o));
+    quantize_rows(q.data(), DType::NF4, w.data(), rows, cols, o);
+    std::vector<float> deq(w.size());
+    weight_rows_to_f32(deq.data(), WeightView{q.data(), DType::NF4, rows, cols}, 0, rows);
+    std::vector<uint16_t> expect(w.size()), got(w.size());
+    convert_from_f32(expect.data(), DType::BF16, deq.data(), w.size());
+    convert_weight(got.data(), DType::BF16, WeightView{q.data(), DType::NF4, rows, cols}, {}, 3 * cols * 4);
+    EXPECT_TRUE(expect == got);
+}
+
 TEST(QuantKernels, Matmul) {
     for (const QCase& qc : kAllTypes) {
         check_matmul(qc, 1, 512, 40);   // N = 1 (decoding)

@@ -2,6 +2,10 @@
 
 #include "quant/quant.h"
 
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
 #include "core/error.h"
 #include "quant/ggml_blocks.h"
 #include "quant/nf4.h"
@@ -67,6 +71,37 @@ void quantize_rows(void* dst, DType t, const float* src, int64_t rows, int64_t c
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t r = 0; r < rows; r++)
         ggml_quantize(t, static_cast<char*>(dst) + size_t(r) * row_bytes, src + r * cols, nblocks);
+}
+
+void convert_weight(void* dst, DType dst_type, const WeightView& w, const QuantOptions& opt, size_t chunk_bytes) {
+    const int64_t rows = w.rows, cols = w.cols, n = rows * cols;
+    if (dst_type == w.dtype && !(dst_type == DType::NF4 && nf4_double_quant(w.data) != opt.nf4_double_quant)) {
+        std::memcpy(dst, w.data, dst_type == DType::NF4 ? nf4_nbytes(n, opt.nf4_double_quant) : dtype_nbytes(w.dtype, n));
+        return;
+    }
+    // Rows per chunk: whole NF4 blocks (64 elements) when the target is NF4.
+    int64_t chunk_rows = std::max<int64_t>(1, int64_t(chunk_bytes / sizeof(float)) / std::max<int64_t>(cols, 1));
+    if (dst_type == DType::NF4) {
+        TUNER_ASSERT_MSG(n % 64 == 0, "an NF4 tensor must have a multiple of 64 elements");
+        while ((chunk_rows * cols) % 64 != 0) chunk_rows++;
+    }
+    chunk_rows = std::min(chunk_rows, rows);
+    std::vector<float> tile(size_t(chunk_rows * cols));
+    std::vector<float> absmax;
+    if (dst_type == DType::NF4) {
+        nf4_init(dst, n, opt.nf4_double_quant);
+        absmax.resize(size_t(n / 64));
+    }
+    const size_t row_bytes = dst_type == DType::NF4 ? 0 : dtype_row_bytes(dst_type, cols);
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
+        const int64_t nr = std::min(chunk_rows, rows - r0);
+        weight_rows_to_f32(tile.data(), w, r0, nr);
+        if (dst_type == DType::NF4)
+            nf4_quantize_range(dst, tile.data(), r0 * cols, nr * cols, absmax.data() + r0 * cols / 64);
+        else
+            quantize_rows(static_cast<char*>(dst) + size_t(r0) * row_bytes, dst_type, tile.data(), nr, cols, opt);
+    }
+    if (dst_type == DType::NF4) nf4_store_absmax(dst, absmax.data());
 }
 
 }  // namespace tuner

@@ -45,4 +45,12 @@ void weight_rows_to_f32(float* dst, const WeightView& w, int64_t r0, int64_t row
 // dst holds dtype_nbytes(t, rows * cols, opt) bytes.
 void quantize_rows(void* dst, DType t, const float* src, int64_t rows, int64_t cols, const QuantOptions& opt = {});
 
+// dst (w.rows x w.cols, stored as dst_type) = w converted from its dtype, a few rows at a time:
+// the f32 working copy is at most chunk_bytes (default 4 MiB), never the whole weight, so a
+// loader can quantise a 7B model's 11008 x 4096 matrices straight from a memory-mapped file.
+// Any weight dtype to F32/BF16/F16/NF4/Q8_0/Q4_0/Q4_K/Q5_K/Q6_K (same-dtype copies are memcpy).
+// For NF4 the block absmax values (rows * cols / 64 floats) are gathered and stored at the end.
+void convert_weight(void* dst, DType dst_type, const WeightView& w, const QuantOptions& opt = {},
+                    size_t chunk_bytes = size_t(4) << 20);
+
 }  // namespace tuner
