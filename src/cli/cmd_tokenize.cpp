@@ -82,7 +82,7 @@ Command add_tokenize(CLI::App& app) {
     sub->add_option("--seconds", o->seconds, "how long --bench runs (default 2)");
     return {sub, [o, text, file, positional]() -> int {
                 if (text->count() == 0 && positional->count() == 0 && file->count() == 0)
-                    fail("[tokenize] give the text (as an argument, with --text, or with --file)");
+                    fail("[tokenize] give the text with --text or --file (or as the argument after the model)");
                 std::string input = file->count() ? read_file_bytes(o->file) : o->text;
                 auto tok = is_gguf_path(o->model) ? load_gguf_tokenizer(o->model) : Tokenizer::load(o->model);
                 if (o->bench) return run_bench(*tok, input, !o->no_special, o->seconds);
