@@ -346,33 +346,10 @@ std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const
             fail("[model] {}: tensor '{}' ({}) has shape {} but the metadata implies {}", path, s.name, w.gguf_name,
                  got.shape_str(), expect.shape_str());
         }
-        Param* p = params[i];
-        const DType dst = p->value.dtype;
-        const int64_t n = int64_t(spec_numel(s));
-        const int64_t cols = s.shape.back(), rows = cols > 0 ? n / cols : 0;
-        uint8_t* out = static_cast<uint8_t*>(p->value.data);
-        if (dst == w.dtype) {
-            std::memcpy(out, w.bytes(), w.nbytes);
-        } else if (dst == DType::F32 && !dtype_is_quantized(w.dtype)) {
-            convert_to_f32(reinterpret_cast<float*>(out), w.bytes(), w.dtype, size_t(n));
-        } else {
-            // Through f32, a block of rows at a time: F16 <-> BF16, F32 -> low precision, GGUF
-            // blocks -> F32.
-            const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t(1) << 20) / std::max<int64_t>(cols, 1)));
-            std::vector<float> buf(size_t(chunk * cols));
-            const size_t in_row = dtype_row_bytes(w.dtype, cols), out_row = dtype_row_bytes(dst, cols);
-            for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-                const int64_t nr = std::min(chunk, rows - r0);
-                const size_t ne = size_t(nr * cols);
-                if (dtype_is_quantized(w.dtype)) {
-                    weight_rows_to_f32(buf.data(), WeightView{w.bytes(), w.dtype, rows, cols}, r0, nr);
-                } else {
-                    convert_to_f32(buf.data(), w.bytes() + size_t(r0) * in_row, w.dtype, ne);
-                }
-                if (dst == DType::F32) std::memcpy(out + size_t(r0) * out_row, buf.data(), ne * sizeof(float));
-                else convert_from_f32(out + size_t(r0) * out_row, dst, buf.data(), ne);
-            }
-        }
+        // Same dtype: a copy; else F16 <-> BF16, F32 -> low precision or GGUF blocks -> F32
+        // through a small f32 chunk (quant/quant.h).
+        const int64_t n = int64_t(spec_numel(s)), cols = s.shape.back(), rows = cols > 0 ? n / cols : 0;
+        if (n > 0) convert_weight(params[i]->value.data, params[i]->value.dtype, WeightView{w.bytes(), w.dtype, rows, cols});
     }
     m->inv_freq_ = rope_inv_freq(m->config);
     if (options.lora) m->enable_lora(*options.lora);
