@@ -1,5 +1,5 @@
-// Tokenizer::load: picks the implementation from the path (a folder, tokenizer.json or
-// tokenizer.model) and reads tokenizer_config.json beside it for the special tokens.
+// Tokenizer::load: picks the implementation from the path (a folder, tokenizer.json,
+// tokenizer.model or a .gguf model) and reads tokenizer_config.json beside it for the special tokens.
 #include <filesystem>
 
 #include "core/error.h"
@@ -23,6 +23,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
         fail("[tokenizer] {}: no tokenizer.json or tokenizer.model in this folder", path);
     }
     if (!fs::exists(p, ec)) fail("[tokenizer] {}: no such file or folder", path);
+    if (p.extension() == ".gguf") return load_gguf_tokenizer(path);  // the vocabulary inside a GGUF model
     TokenizerConfig config = read_tokenizer_config(p.parent_path().string());
     std::string bytes = read_file_bytes(path);
     // tokenizer.json is JSON (starts with '{'); a SentencePiece model is a binary protobuf.
