@@ -33,6 +33,7 @@ Command add_merge(CLI::App& app);      // cmd_merge.cpp
 Command add_train(CLI::App& app);      // cmd_train.cpp
 Command add_chat(CLI::App& app);       // cmd_chat.cpp
 Command add_eval(CLI::App& app);       // cmd_eval.cpp
+Command add_export(CLI::App& app);     // cmd_export.cpp
 
 // Adds --threads N to a subcommand (default 0: all cores).
 void add_threads_option(CLI::App* sub, int* threads);
