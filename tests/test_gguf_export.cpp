@@ -666,6 +666,8 @@ TEST(GgufExport, KTypesOnWideRowsAndOutputInQ6K) {
         EXPECT_EQ(f.find_tensor("token_embd.weight")->dtype(out), t);
         EXPECT_EQ(f.find_tensor("blk.1.ffn_down.weight")->dtype(out), t);
         EXPECT_EQ(f.get_string("tokenizer.ggml.model"), "none");
+        EXPECT_EQ(gguf_model_config(f).bos_token_id, 1);
+        EXPECT_EQ(gguf_model_config(f).eos_token_id, 2);
         EXPECT_EQ(f.get_u32("llama.vocab_size"), 300u);
         auto gg = LlamaModel::load(out, {});
         auto types = check_within_bounds(out, *hf, *gg);

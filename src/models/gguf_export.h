@@ -142,7 +142,7 @@ HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::stri
 //     tokenizer.chat_template (tokenizer_config.json's, a named list's "default", or
 //     chat_template.jinja).
 // A folder without tokenizer files gets tokenizer.ggml.model "none" (llama.cpp's vocabulary-
-// less models) and {arch}.vocab_size only. Returns a one-line description ("gpt2 (pre
+// less models), config.json's BOS/EOS ids and {arch}.vocab_size only. Returns a one-line description ("gpt2 (pre
 // llama-bpe), 128256 tokens, 280147 merges"); notes get warnings.
 std::string gguf_add_tokenizer(GgufWriter& w, const std::string& dir, const ModelConfig& config,
                                std::vector<std::string>* notes);

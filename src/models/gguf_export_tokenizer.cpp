@@ -313,6 +313,9 @@ std::string gguf_add_tokenizer(GgufWriter& w, const std::string& dir, const Mode
     const std::string arch = config.model_type == "qwen2" ? "qwen2" : "llama";
     if (!fs::exists(tj) && !fs::exists(tm)) {
         w.add_string("tokenizer.ggml.model", "none");
+        // The config's ids still say which ids generation starts and stops with.
+        if (config.bos_token_id >= 0) w.add_u32("tokenizer.ggml.bos_token_id", uint32_t(config.bos_token_id));
+        if (config.eos_token_id >= 0) w.add_u32("tokenizer.ggml.eos_token_id", uint32_t(config.eos_token_id));
         notes->push_back(fmt::format("{}: no tokenizer.json or tokenizer.model; the GGUF has no vocabulary "
                                      "(tokenizer.ggml.model 'none': llama.cpp loads it, but cannot tokenize text)",
                                      dir));
