@@ -14,6 +14,7 @@
 #include "models/llama_tensors.h"
 #include "nn/linear.h"
 #include "nn/rope.h"
+#include "quant/quant.h"
 
 namespace tuner {
 
@@ -43,7 +44,8 @@ struct LlamaModel::LayerActs {
 };
 
 struct LlamaModel::Acts {
-    std::vector<LayerActs> layers;  // L entries when training; 1 shared entry for inference
+    std::vector<LayerActs> layers;  // L entries when training; 1 shared entry for inference and
+                                    // for checkpointed training (backward recomputes into it)
     float* x_embed;                 // (N, C) embedding output = layer 0's input
     std::vector<float*> x_out;      // residual leaving each layer; inference alternates two buffers
     float* hf;                      // (N, C) final rmsnorm output
@@ -96,15 +98,23 @@ static DType storage_dtype(const TensorSpec& s, bool trainable, DType frozen_dty
     return frozen_dtype;
 }
 
+// Bytes of n elements stored as t: quant/quant.h's dtype_nbytes, so a quantised frozen base is
+// planned as it is stored (NF4, the qlora base: n/2 bytes of 4-bit codes + one f32 absmax per
+// block of 64 values; the llama.cpp block types by their block layouts).
+static size_t stored_bytes(DType t, size_t n) { return dtype_nbytes(t, int64_t(n)); }
+
+void LlamaModel::plan_params(MemoryPlan& plan, const ModelConfig& config, bool trainable, DType frozen_dtype) {
+    for (const auto& s : llama_tensor_specs(config)) {
+        const size_t n = spec_numel(s);
+        plan.add("weights", s.name, stored_bytes(storage_dtype(s, trainable, frozen_dtype), n));
+        if (trainable) plan.add("grads", s.name, n * sizeof(float));
+    }
+}
+
 void LlamaModel::allocate_params(bool trainable, DType frozen_dtype) {
     const auto specs = llama_tensor_specs(config);
     layers.assign(size_t(config.num_layers), LlamaLayer{});
-    for (const auto& s : specs) {
-        size_t n = 1;
-        for (int64_t d : s.shape) n *= size_t(d);
-        plan_.add("weights", s.name, n * dtype_size(storage_dtype(s, trainable, frozen_dtype)));
-        if (trainable) plan_.add("grads", s.name, n * sizeof(float));
-    }
+    plan_params(plan_, config, trainable, frozen_dtype);
     weights_ = Arena("weights", plan_.role_bytes("weights"));
     if (trainable) grads_ = Arena("grads", plan_.role_bytes("grads"));
     for (const auto& s : specs) {
@@ -158,6 +168,20 @@ static std::pair<int64_t, int64_t> module_shape(const ModelConfig& c, int module
     return {0, 0};
 }
 
+void LlamaModel::plan_adapters(MemoryPlan& plan, const ModelConfig& config, const LoraConfig& cfg) {
+    const std::array<bool, kLoraModules> on = cfg.targets("lora");
+    const size_t r = size_t(cfg.r), f = sizeof(float);
+    for (int il = 0; il < int(config.num_layers); il++)
+        for (int m = 0; m < kLoraModules; m++) {
+            if (!on[size_t(m)]) continue;
+            auto [out, in] = module_shape(config, m);
+            for (const char* role : {"adapters", "adapter grads"}) {
+                plan.add(role, lora_tensor_name(il, m, 'A'), r * size_t(in) * f);
+                plan.add(role, lora_tensor_name(il, m, 'B'), size_t(out) * r * f);
+            }
+        }
+}
+
 void LlamaModel::enable_lora(const LoraConfig& cfg) {
     cfg.validate("enable_lora");
     if (lora_) fail("[lora] enable_lora: this model already has adapters");
@@ -166,16 +190,7 @@ void LlamaModel::enable_lora(const LoraConfig& cfg) {
              "frozen base (load it with ModelOptions.trainable = false, or set ModelOptions.lora)");
     const std::array<bool, kLoraModules> on = cfg.targets("enable_lora");
     const int64_t r = cfg.r;
-    const size_t f = sizeof(float);
-    for (int il = 0; il < int(config.num_layers); il++)
-        for (int m = 0; m < kLoraModules; m++) {
-            if (!on[size_t(m)]) continue;
-            auto [out, in] = module_shape(config, m);
-            plan_.add("adapters", lora_tensor_name(il, m, 'A'), size_t(r * in) * f);
-            plan_.add("adapters", lora_tensor_name(il, m, 'B'), size_t(out * r) * f);
-            plan_.add("adapter grads", lora_tensor_name(il, m, 'A'), size_t(r * in) * f);
-            plan_.add("adapter grads", lora_tensor_name(il, m, 'B'), size_t(out * r) * f);
-        }
+    plan_adapters(plan_, config, cfg);
     adapters_ = Arena("adapters", plan_.role_bytes("adapters"));
     adapter_grads_ = Arena("adapter grads", plan_.role_bytes("adapter grads"));
     for (int il = 0; il < int(config.num_layers); il++)
@@ -228,7 +243,7 @@ Linear LlamaModel::make_linear(int il, LoraModule m, const Param& weight, const 
     const LoraAdapter& ad = layers[size_t(il)].lora[size_t(m)];
     if (!adapters_enabled_ || !ad.active()) return lin;
     lin.lora = &ad;
-    const LayerActs& la = a_->layers[training_ ? size_t(il) : 0];
+    const LayerActs& la = a_->layers[acts_index(il)];
     lin.lora_call.xa = la.xa[size_t(m)];
     lin.lora_call.dxa = a_->dxa;
     lin.lora_call.xdrop = a_->xdrop;
@@ -309,51 +324,43 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& config, const 
 }
 
 // ---- memory plan for activations -----------------------------------------------------------
-void LlamaModel::prepare(int B, int T, bool training) {
-    if (a_ && B <= max_B_ && T <= max_T_ && training == training_) return;
+// Layer activations are per layer when training without checkpointing, else one shared set
+// (inference; checkpointed training, where backward recomputes each layer into it).
+void LlamaModel::plan_activations(MemoryPlan& plan, const ModelConfig& c, int B, int T,
+                                  const ActivationPlanOptions& o) {
     TUNER_ASSERT(B > 0 && T > 0);
-    if (training && !options.trainable && !lora_)
-        fail("[model] prepare: training needs trainable weights (full fine-tuning) or LoRA adapters");
-    const ModelConfig& c = config;
+    const bool training = o.training;
     const size_t N = size_t(B) * size_t(T), C = size_t(c.hidden_size), F = size_t(c.intermediate_size);
     const size_t QD = size_t(c.num_heads * c.head_dim), KVD = size_t(c.num_kv_heads * c.head_dim);
     const size_t L = size_t(c.num_layers);
-    const size_t saved_layers = training ? L : 1;
+    const size_t sets = training && !o.checkpointing ? L : 1;
     const size_t f = sizeof(float);
-
-    // Re-plan the activation roles from scratch (weights/grads/adapters entries stay).
-    MemoryPlan plan;
-    for (const char* role : {"weights", "grads", "adapters", "adapter grads"}) {
-        auto it = plan_.roles().find(role);
-        if (it != plan_.roles().end())
-            for (const auto& e : it->second) plan.add(role, e.name, e.bytes);
-    }
-    // LoRA: per active adapter only xa (N, r) is saved; dropout(x) is regenerated in backward.
-    const size_t R = lora_ ? size_t(lora_->r) : 0;
-    size_t n_adapters = 0, max_in = 0;
-    if (lora_) {
-        for (auto& layer : layers)
-            for (auto& ad : layer.lora)
-                if (ad.active()) {
-                    n_adapters++;
-                    max_in = std::max(max_in, size_t(ad.A.value.shape[1]));
-                }
-    }
-    const bool lora_dropout = lora_ && lora_->lora_dropout > 0.0 && training;
-    plan.add("activations", "layer h1, x_mid, h2", N * C * f, 3 * saved_layers);
-    plan.add("activations", "layer rstd1, rstd2", N * f, 2 * saved_layers);
-    plan.add("activations", "layer q, att", N * QD * f, 2 * saved_layers);
-    plan.add("activations", "layer k, v", N * KVD * f, 2 * saved_layers);
-    plan.add("activations", "layer lse", size_t(B) * size_t(c.num_heads) * size_t(T) * f, saved_layers);
-    plan.add("activations", "layer gate, up, m", N * F * f, 3 * saved_layers);
+    plan.add("activations", "layer h1, x_mid, h2", N * C * f, 3 * sets);
+    plan.add("activations", "layer rstd1, rstd2", N * f, 2 * sets);
+    plan.add("activations", "layer q, att", N * QD * f, 2 * sets);
+    plan.add("activations", "layer k, v", N * KVD * f, 2 * sets);
+    plan.add("activations", "layer lse", size_t(B) * size_t(c.num_heads) * size_t(T) * f, sets);
+    plan.add("activations", "layer gate, up, m", N * F * f, 3 * sets);
+    // Training keeps every layer's output (= the next layer's input: the checkpoints when
+    // checkpointing); inference alternates two buffers.
     plan.add("activations", "embedding out, residual out", N * C * f, 1 + (training ? L : 2));
     plan.add("activations", "final norm, tmp", N * C * f, 2);
     plan.add("activations", "final rstd, losses", N * f, 2);
-    if (n_adapters) {
+    if (o.lora) {
+        // Per active adapter only xa (N, r) is saved; dropout(x) is regenerated in backward.
+        const std::array<bool, kLoraModules> on = o.lora->targets("lora");
+        const size_t R = size_t(o.lora->r);
+        size_t per_layer = 0, max_in = 0;
+        for (int m = 0; m < kLoraModules; m++)
+            if (on[size_t(m)]) {
+                per_layer++;
+                max_in = std::max(max_in, size_t(module_shape(c, m).second));
+            }
         // Inference: one xa buffer serves every adapter (nothing is kept for a backward).
         plan.add("adapter activations", "lora xa = scale * dropout(x) A^T", N * R * f,
-                 training ? n_adapters : 1);
-        if (lora_dropout) plan.add("adapter activations", "lora dropout(x) scratch (regenerated)", N * max_in * f);
+                 training ? per_layer * sets : 1);
+        if (training && o.lora->lora_dropout > 0.0)
+            plan.add("adapter activations", "lora dropout(x) scratch (regenerated)", N * max_in * f);
         if (training) plan.add("activation grads", "lora dxa", N * R * f);
     }
     if (training) {
@@ -362,12 +369,54 @@ void LlamaModel::prepare(int B, int T, bool training) {
         plan.add("activation grads", "dk, dv", N * KVD * f, 2);
         plan.add("activation grads", "dgate, dup, dm", N * F * f, 3);
     }
+}
+
+LlamaModel::ArenaBytes LlamaModel::arena_bytes() const {
+    return {weights_.capacity(), grads_.capacity(), adapters_.capacity(), adapter_grads_.capacity(),
+            acts_.capacity()};
+}
+
+void LlamaModel::prepare(int B, int T, bool training) {
+    const bool checkpointing = training && options.gradient_checkpointing;
+    if (a_ && B <= max_B_ && T <= max_T_ && training == training_ && checkpointing == checkpointing_) return;
+    TUNER_ASSERT(B > 0 && T > 0);
+    if (training && !options.trainable && !lora_)
+        fail("[model] prepare: training needs trainable weights (full fine-tuning) or LoRA adapters");
+    const ModelConfig& c = config;
+    const size_t N = size_t(B) * size_t(T), C = size_t(c.hidden_size), F = size_t(c.intermediate_size);
+    const size_t QD = size_t(c.num_heads * c.head_dim), KVD = size_t(c.num_kv_heads * c.head_dim);
+    const size_t L = size_t(c.num_layers);
+    const bool per_layer = training && !checkpointing;
+    const size_t sets = per_layer ? L : 1;
+
+    // Re-plan the activation roles from scratch (weights/grads/adapters entries stay).
+    MemoryPlan plan;
+    for (const char* role : {"weights", "grads", "adapters", "adapter grads"}) {
+        auto it = plan_.roles().find(role);
+        if (it != plan_.roles().end())
+            for (const auto& e : it->second) plan.add(role, e.name, e.bytes);
+    }
+    ActivationPlanOptions po;
+    po.training = training;
+    po.checkpointing = checkpointing;
+    po.lora = lora_ ? &*lora_ : nullptr;
+    plan_activations(plan, c, B, T, po);
     plan_ = std::move(plan);
+    a_.reset();
+    acts_ = Arena();  // free the old activations before allocating the new ones
     acts_ = Arena("activations", plan_.role_bytes("activations") + plan_.role_bytes("activation grads") +
                                      plan_.role_bytes("adapter activations"));
 
+    // The allocations below follow plan_activations entry by entry (checked at the end).
+    const size_t R = lora_ ? size_t(lora_->r) : 0;
+    size_t max_in = 0;
+    if (lora_)
+        for (auto& layer : layers)
+            for (auto& ad : layer.lora)
+                if (ad.active()) max_in = std::max(max_in, size_t(ad.A.value.shape[1]));
+    const bool lora_dropout = lora_ && lora_->lora_dropout > 0.0 && training;
     a_ = std::make_unique<Acts>();
-    a_->layers.resize(saved_layers);
+    a_->layers.resize(sets);
     for (auto& la : a_->layers) {
         la.h1 = acts_.alloc_f32(N * C);
         la.x_mid = acts_.alloc_f32(N * C);
@@ -383,12 +432,13 @@ void LlamaModel::prepare(int B, int T, bool training) {
         la.up = acts_.alloc_f32(N * F);
         la.m = acts_.alloc_f32(N * F);
     }
-    if (n_adapters) {
+    if (lora_) {
         float* shared_xa = training ? nullptr : acts_.alloc_f32(N * R);
-        for (int il = 0; il < int(L); il++) {
-            LayerActs& la = a_->layers[training ? size_t(il) : 0];
+        for (size_t k = 0; k < sets; k++) {
+            LayerActs& la = a_->layers[k];
+            // Layer k's adapters (every layer has the same targeted modules).
             for (int m = 0; m < kLoraModules; m++) {
-                if (!layers[size_t(il)].lora[size_t(m)].active()) continue;
+                if (!layers[k].lora[size_t(m)].active()) continue;
                 la.xa[size_t(m)] = training ? acts_.alloc_f32(N * R) : shared_xa;
             }
         }
@@ -415,57 +465,67 @@ void LlamaModel::prepare(int B, int T, bool training) {
         a_->dup = acts_.alloc_f32(N * F);
         a_->dm = acts_.alloc_f32(N * F);
     }
+    TUNER_ASSERT_MSG(acts_.used() == acts_.capacity(), "prepare allocated other buffers than plan_activations planned");
     default_pos_.resize(N);
     default_pos_T_ = 0;  // filled by run_forward for the batch's T
     max_B_ = B;
     max_T_ = T;
     training_ = training;
+    checkpointing_ = checkpointing;
+    per_layer_acts_ = per_layer;
 }
 
 // ---- forward --------------------------------------------------------------------------------
 void LlamaModel::run_forward(const Batch& batch) {
     TUNER_ASSERT_MSG(a_ && batch.B <= max_B_ && batch.T <= max_T_, "call prepare(B, T) with a large enough shape");
     const ModelConfig& c = config;
-    const int64_t N = int64_t(batch.B) * batch.T, C = c.hidden_size, F = c.intermediate_size;
-    const int NH = int(c.num_heads), NKV = int(c.num_kv_heads), HD = int(c.head_dim);
+    const int64_t N = int64_t(batch.B) * batch.T, C = c.hidden_size;
     const float eps = float(c.rms_norm_eps);
     if (!batch.positions && default_pos_T_ != batch.T) {
         // default positions 0..T-1 in every row, laid out for this batch's T
         for (size_t i = 0; i < default_pos_.size(); i++) default_pos_[i] = int32_t(i % size_t(batch.T));
         default_pos_T_ = batch.T;
     }
-    const int32_t* pos = batch.positions ? batch.positions : default_pos_.data();
-    const AttnShape shape{batch.B, batch.T, NH, NKV, HD};
-    const Device dev = options.device;
-
     float* x = a_->x_embed;
     OP(embedding_forward)(x, batch.tokens, embed_tokens.weight_view(), N);
     for (int il = 0; il < int(c.num_layers); il++) {
-        const LlamaLayer& W = layers[size_t(il)];
-        LayerActs& la = a_->layers[training_ ? size_t(il) : 0];
-        la.x_in = x;  // the previous layer's output (kept until backward when training)
-        // attention block
-        OP(rmsnorm_forward)(la.h1, la.rstd1, la.x_in, W.attn_norm.value.f32(), N, C, eps);
-        const bool bias = c.attention_bias;
-        linear_forward(dev, la.q, la.h1, make_linear(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), N);
-        linear_forward(dev, la.k, la.h1, make_linear(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), N);
-        linear_forward(dev, la.v, la.h1, make_linear(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), N);
-        OP(rope_forward)(la.q, pos, inv_freq_.data(), N, NH, HD);
-        OP(rope_forward)(la.k, pos, inv_freq_.data(), N, NKV, HD);
-        OP(attention_forward)(la.att, la.lse, la.q, la.k, la.v, batch.seg_start, shape);
-        linear_forward(dev, a_->tmp, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
-        OP(add_forward)(la.x_mid, la.x_in, a_->tmp, N * C);
-        // MLP block
-        OP(rmsnorm_forward)(la.h2, la.rstd2, la.x_mid, W.mlp_norm.value.f32(), N, C, eps);
-        linear_forward(dev, la.gate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
-        linear_forward(dev, la.up, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
-        OP(swiglu_forward)(la.m, la.gate, la.up, N * F);
-        linear_forward(dev, a_->tmp, la.m, make_linear(il, LoraModule::down_proj, W.down_proj, nullptr), N);
         float* out = training_ ? a_->x_out[size_t(il)] : a_->x_out[size_t(il) % 2];
-        OP(add_forward)(out, la.x_mid, a_->tmp, N * C);
+        forward_layer(il, batch, x, out);
         x = out;
     }
     OP(rmsnorm_forward)(a_->hf, a_->rstdf, x, final_norm.value.f32(), N, C, eps);
+}
+
+void LlamaModel::forward_layer(int il, const Batch& batch, const float* x_in, float* out) {
+    const ModelConfig& c = config;
+    const int64_t N = int64_t(batch.B) * batch.T, C = c.hidden_size, F = c.intermediate_size;
+    const int NH = int(c.num_heads), NKV = int(c.num_kv_heads), HD = int(c.head_dim);
+    const float eps = float(c.rms_norm_eps);
+    const int32_t* pos = batch.positions ? batch.positions : default_pos_.data();
+    const AttnShape shape{batch.B, batch.T, NH, NKV, HD};
+    const Device dev = options.device;
+    const LlamaLayer& W = layers[size_t(il)];
+    LayerActs& la = a_->layers[acts_index(il)];
+    la.x_in = const_cast<float*>(x_in);  // the previous layer's output (kept until backward when training)
+    // attention block
+    OP(rmsnorm_forward)(la.h1, la.rstd1, la.x_in, W.attn_norm.value.f32(), N, C, eps);
+    const bool bias = c.attention_bias;
+    linear_forward(dev, la.q, la.h1, make_linear(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), N);
+    linear_forward(dev, la.k, la.h1, make_linear(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), N);
+    linear_forward(dev, la.v, la.h1, make_linear(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), N);
+    OP(rope_forward)(la.q, pos, inv_freq_.data(), N, NH, HD);
+    OP(rope_forward)(la.k, pos, inv_freq_.data(), N, NKV, HD);
+    OP(attention_forward)(la.att, la.lse, la.q, la.k, la.v, batch.seg_start, shape);
+    linear_forward(dev, a_->tmp, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
+    OP(add_forward)(la.x_mid, la.x_in, a_->tmp, N * C);
+    // MLP block
+    OP(rmsnorm_forward)(la.h2, la.rstd2, la.x_mid, W.mlp_norm.value.f32(), N, C, eps);
+    linear_forward(dev, la.gate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
+    linear_forward(dev, la.up, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
+    OP(swiglu_forward)(la.m, la.gate, la.up, N * F);
+    // down_proj also runs when recomputing: with LoRA it saves this layer's down_proj xa.
+    linear_forward(dev, a_->tmp, la.m, make_linear(il, LoraModule::down_proj, W.down_proj, nullptr), N);
+    if (out) OP(add_forward)(out, la.x_mid, a_->tmp, N * C);
 }
 
 double LlamaModel::forward_loss(const Batch& batch, int64_t* count, bool lora_dropout) {
@@ -662,7 +722,12 @@ void LlamaModel::run_backward(const Batch& batch) {
                          final_norm.value.f32(), a.rstdf, N, C);
     for (int il = int(c.num_layers) - 1; il >= 0; il--) {
         const LlamaLayer& W = layers[size_t(il)];
-        LayerActs& la = a.layers[size_t(il)];
+        // Checkpointing: the shared set still holds the last layer from the forward; every other
+        // layer is recomputed from its saved input, with the same dropout keys (the counter
+        // advances only after this backward), so its activations are bit-identical.
+        if (checkpointing_ && il != int(c.num_layers) - 1)
+            forward_layer(il, batch, il == 0 ? a.x_embed : a.x_out[size_t(il) - 1], nullptr);
+        LayerActs& la = a.layers[acts_index(il)];
         // MLP block: x_out = x_mid + down(m); dres flows to x_mid unchanged, plus the norm path.
         linear_backward(dev, a.dm, false, a.dres, la.m, make_linear(il, LoraModule::down_proj, W.down_proj, nullptr), N);
         OP(swiglu_backward)(a.dgate, a.dup, a.dm, la.gate, la.up, N * F);

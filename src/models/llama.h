@@ -20,6 +20,7 @@
 //
 //   // LoRA over a frozen bf16 base
 //   ModelOptions o;  o.weight_dtype = DType::BF16;  o.lora = LoraConfig{};   // r 64, all-linear
+//   o.gradient_checkpointing = true;             // keep layer inputs only; recompute in backward
 //   auto m = LlamaModel::load("models/smol", o);  // or load with trainable = false + enable_lora(cfg)
 //   m->prepare(B, T, true);
 //   m->set_lora_dropout_counter(step * grad_accum + micro);   // dropout masks of this micro-batch
@@ -92,6 +93,20 @@ struct ModelOptions {
     // LoRA: adapters on the targeted linears (load/random call enable_lora). The base is then
     // frozen whatever `trainable` says.
     std::optional<LoraConfig> lora;
+    // Activation checkpointing (train.gradient_checkpointing): forward keeps only each layer's
+    // input (N, C); backward recomputes a layer's forward from it into one shared set of layer
+    // buffers and then runs that layer's backward. Activations shrink from L layers' worth to
+    // L x (N, C) + one layer's worth, for one more forward per layer. Gradients are bit-identical
+    // (the recomputation runs the same deterministic kernels on the same inputs, and LoRA dropout
+    // masks are regenerated from the same keys). Read by prepare (changing it re-plans).
+    bool gradient_checkpointing = false;
+};
+
+// What prepare() plans, besides the batch shape: see LlamaModel::plan_activations.
+struct ActivationPlanOptions {
+    bool training = true;
+    bool checkpointing = false;        // ModelOptions::gradient_checkpointing (training only)
+    const LoraConfig* lora = nullptr;  // adapters (r, target_modules, lora_dropout), or null
 };
 
 struct LlamaLayer {
@@ -153,9 +168,28 @@ class LlamaModel {
     uint64_t lora_dropout_counter() const { return dropout_counter_; }
 
     // Plans and allocates activations (and, when training, gradients) for batches of up to
-    // B x T tokens. Must be called before forward; calling it again with a larger shape re-plans.
+    // B x T tokens. Must be called before forward; calling it again with a larger shape (or
+    // another training / gradient_checkpointing setting) re-plans.
     void prepare(int B, int T, bool training);
     const MemoryPlan& memory_plan() const { return plan_; }
+    // Capacities of the arenas actually allocated (for checking memory plans against reality).
+    struct ArenaBytes {
+        size_t weights = 0, grads = 0, adapters = 0, adapter_grads = 0, activations = 0;
+    };
+    ArenaBytes arena_bytes() const;
+
+    // ---- memory plan without a model ----
+    // The entries load/random, enable_lora and prepare add to memory_plan(), computed from the
+    // config alone (nothing is allocated): these ARE the functions those calls plan with, so a
+    // prediction (train/memory_plan.h) cannot drift from what the model allocates.
+    //   roles "weights" (+ "grads" when trainable): every base parameter; frozen matrices in
+    //   frozen_dtype, norms and biases F32; a tied lm_head counts once.
+    static void plan_params(MemoryPlan& plan, const ModelConfig& config, bool trainable, DType frozen_dtype);
+    //   roles "adapters", "adapter grads": A and B of every targeted linear (F32).
+    static void plan_adapters(MemoryPlan& plan, const ModelConfig& config, const LoraConfig& lora);
+    //   roles "activations", "adapter activations", "activation grads" of prepare(B, T, ...).
+    static void plan_activations(MemoryPlan& plan, const ModelConfig& config, int B, int T,
+                                 const ActivationPlanOptions& options);
 
     // Forward only: returns the sum of per-token losses over rows with targets != -100 and sets
     // *count to the number of such rows. batch.targets must be set. lora_dropout: apply the
@@ -189,6 +223,12 @@ class LlamaModel {
     void allocate_params(bool trainable, DType frozen_dtype);
     void run_forward(const Batch& batch);  // fills activations up to the final norm
     void run_backward(const Batch& batch); // from d(final norm output) down to the embedding
+    // Layer il's forward from x_in into its activation set; out = x_in + attention + MLP (out
+    // null: skip that last add, when recomputing a checkpointed layer whose output is kept).
+    void forward_layer(int il, const Batch& batch, const float* x_in, float* out);
+    // Index into Acts::layers of layer il's activation set: il when every layer keeps its own
+    // (training without checkpointing), else 0 (one shared set).
+    size_t acts_index(int il) const { return per_layer_acts_ ? size_t(il) : 0; }
     // The Linear of (layer il, module m) with its adapter and per-call buffers, when enabled.
     Linear make_linear(int il, LoraModule m, const Param& weight, const Param* bias) const;
 
@@ -205,6 +245,8 @@ class LlamaModel {
     int default_pos_T_ = 0;
     int max_B_ = 0, max_T_ = 0;
     bool training_ = false;
+    bool checkpointing_ = false;   // prepared with gradient checkpointing (training only)
+    bool per_layer_acts_ = false;  // training_ && !checkpointing_
     std::unique_ptr<SafetensorsModel> source_;  // kept open: frozen weights may point into it
 };
 
