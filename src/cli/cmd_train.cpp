@@ -18,7 +18,7 @@ Command add_train(CLI::App& app) {
     sub->add_option("config", o->config, "training config (YAML; see docs/config.md)")->required();
     sub->add_option("--set", o->sets, "override a config key: --set train.lr=1e-4 (repeatable)");
     sub->add_option("--resume", o->resume, "continue from a checkpoint folder, or 'auto' for the latest");
-    sub->add_flag("--dry-run", o->dry_run, "load everything, print the plan, do not train");
+    sub->add_flag("--dry-run", o->dry_run, "read the data, print the memory plan and whether it fits; load no weights");
     sub->add_option("--threads", o->threads, "worker threads (default: the config's, else all cores)");
     return {sub, [o]() {
                 TrainConfig cfg = load_train_config(o->config, o->sets);

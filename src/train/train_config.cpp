@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "train/memory_plan.h"
 
 namespace tuner {
 
@@ -11,6 +12,8 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     for (const auto& o : overrides) config_apply_set(file, o);
     return parse_train_config(std::move(file));
 }
+
+bool default_gradient_checkpointing(const std::string& method) { return method == "qlora"; }
 
 static std::vector<std::string> string_list(const ConfigView& v) {
     std::vector<std::string> out;
@@ -55,7 +58,8 @@ TrainConfig parse_train_config(ConfigFile file) {
     TrainSettings& s = c.train;
     if (t.present()) {
         t.check_keys({"lr", "schedule", "warmup_ratio", "warmup_steps", "weight_decay", "betas", "eps",
-                      "max_grad_norm", "batch_size", "grad_accum", "epochs", "max_steps", "seed", "log_every"});
+                      "max_grad_norm", "batch_size", "grad_accum", "epochs", "max_steps", "seed", "log_every",
+                      "gradient_checkpointing", "memory_limit"});
         s.lr = t.get_float("lr", -1);
         s.schedule = schedule_type_from_name(t.get_choice("schedule", "cosine", {"constant", "linear", "cosine"}));
         s.warmup_ratio = t.get_float("warmup_ratio", s.warmup_ratio);
@@ -77,7 +81,19 @@ TrainConfig parse_train_config(ConfigFile file) {
         if (s.batch_size <= 0) t.child("batch_size").fail("train.batch_size must be positive");
         if (s.grad_accum <= 0) t.child("grad_accum").fail("train.grad_accum must be positive");
         if (s.epochs <= 0 && s.max_steps <= 0) t.fail("set train.epochs or train.max_steps to a positive number");
+        if (t.has("memory_limit")) {
+            const std::string lim = t.child("memory_limit").as_string();
+            if (lim == "off" || lim == "false") {
+                s.memory_check = false;
+            } else if (!parse_byte_size(lim, &s.memory_limit) || s.memory_limit == 0) {
+                t.child("memory_limit")
+                    .fail("train.memory_limit should be a size such as 16GiB, 512MiB or 8e9 (bytes), or off");
+            }
+        }
     }
+    // The method is known here: the default depends on it.
+    s.gradient_checkpointing = t.present() ? t.get_bool("gradient_checkpointing", default_gradient_checkpointing(c.method))
+                                           : default_gradient_checkpointing(c.method);
     if (s.lr < 0) s.lr = c.method == "full" ? 2e-5 : 2e-4;
     c.lora.seed = s.seed;
 
@@ -123,6 +139,7 @@ std::string TrainConfig::resolved_yaml() const {
     n["train"]["epochs"] = s.epochs;
     n["train"]["max_steps"] = s.max_steps;
     n["train"]["seed"] = s.seed;
+    n["train"]["gradient_checkpointing"] = s.gradient_checkpointing;
     n["save"]["every"] = save_every;
     n["save"]["keep"] = save_keep;
     n["eval"]["every"] = eval_every;

@@ -27,7 +27,17 @@ struct TrainSettings {
     int64_t max_steps = 0;  // > 0 overrides epochs
     uint64_t seed = 0;
     int64_t log_every = 1;
+    // Activation checkpointing (ModelOptions::gradient_checkpointing). Default: on for qlora
+    // (where activations dominate), off for full and lora; see default_gradient_checkpointing.
+    bool gradient_checkpointing = false;
+    // Refuse to start when the memory plan's peak exceeds this many bytes; 0 = the machine's
+    // available memory (train/memory_plan.h memory_available_bytes); memory_limit: off disables.
+    size_t memory_limit = 0;
+    bool memory_check = true;
 };
+
+// train.gradient_checkpointing when the config does not say: true for qlora, else false.
+bool default_gradient_checkpointing(const std::string& method);
 
 struct TrainConfig {
     ConfigFile file;         // the parsed YAML (the data section is read by the data pipeline)

@@ -19,6 +19,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/memory_plan.h"
 #include "train/metrics.h"
 #include "train/signals.h"
 
@@ -83,6 +84,69 @@ std::string latest_checkpoint(const std::string& output_dir) {
     return all.empty() ? "" : all.back();
 }
 
+// Bytes of the files a loader maps: every file with extension ext in dir (a model folder's
+// safetensors shards, or a checkpoint's trainable and optimizer files).
+size_t file_bytes(const std::string& dir, const std::string& ext) {
+    size_t n = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.is_regular_file(ec) && e.path().extension() == ext) n += size_t(e.file_size(ec));
+    return n;
+}
+
+// The memory plan of this run from the config files alone (config.json, adapter_config.json).
+TrainMemoryPlan plan_run_memory(const TrainConfig& cfg, int B, int T, const std::string& resume) {
+    const TrainSettings& s = cfg.train;
+    MemoryPlanRequest r;
+    r.model = load_config((fs::path(cfg.model) / "config.json").string());
+    r.method = cfg.method;
+    r.base_dtype = cfg.base_dtype == "bf16" ? DType::BF16 : DType::F32;
+    if (cfg.method != "full") {
+        r.lora = cfg.lora;
+        if (!cfg.lora_init_adapter.empty()) {
+            LoraConfig lc = read_peft_adapter_config(cfg.lora_init_adapter);
+            lc.lora_dropout = cfg.lora.lora_dropout;
+            r.lora = lc;
+        }
+    }
+    r.B = B, r.T = T;
+    r.gradient_checkpointing = s.gradient_checkpointing;
+    r.grad_accum = s.grad_accum;
+    r.threads = num_threads();
+    r.eval_max_new_tokens = cfg.eval_prompts.empty() ? 0 : cfg.eval_max_new_tokens;
+    r.model_file_bytes = file_bytes(cfg.model, ".safetensors");
+    if (!resume.empty()) r.resume_file_bytes = file_bytes(resume, ".safetensors");
+    r.base_rss = current_rss_bytes();
+    r.peak_rss_so_far = peak_rss_bytes();
+    return plan_training_memory(r);
+}
+
+// The plan's model rows come from the functions the model allocates with; say so if a loader
+// (an adapter whose modules differ from its config, a future format) allocated otherwise.
+void check_plan_against_model(const TrainMemoryPlan& mem, const LlamaModel& model, const AdamW& optimizer) {
+    const MemoryPlan& got = model.memory_plan();
+    const size_t acts = got.role_bytes("activations") + got.role_bytes("activation grads") +
+                        got.role_bytes("adapter activations");
+    const size_t grads = got.role_bytes("grads") + got.role_bytes("adapter grads");
+    if (got.role_bytes("weights") != mem.weights || got.role_bytes("adapters") != mem.adapters ||
+        grads != mem.grads || acts != mem.activations || optimizer.state_bytes() != mem.optimizer)
+        std::printf("note: the model allocated weights %s, adapters %s, gradients %s, activations %s, optimizer %s "
+                    "(the plan above differs)\n",
+                    format_bytes(got.role_bytes("weights")).c_str(), format_bytes(got.role_bytes("adapters")).c_str(),
+                    format_bytes(grads).c_str(), format_bytes(acts).c_str(),
+                    format_bytes(optimizer.state_bytes()).c_str());
+}
+
+// Measured against planned, at the end of a run.
+void report_memory(const TrainMemoryPlan& mem) {
+    const size_t peak = peak_rss_bytes();
+    auto mib = [](size_t b) { return double(b) / double(1 << 20); };
+    std::printf("memory: peak RSS %.1f MiB, plan %.1f MiB (%s; measured / planned = %.3f); kernel scratch %.1f MiB, "
+                "plan %.1f MiB\n",
+                mib(peak), mib(mem.peak), mem.peak_phase.c_str(), mem.peak ? double(peak) / double(mem.peak) : 0.0,
+                mib(scratch_high_water()), mib(mem.scratch));
+}
+
 }  // namespace
 
 TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
@@ -110,6 +174,32 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
                 data.train.packed ? " (packed)" : "",
                 data.chat_template.tmpl ? data.chat_template.tmpl->name.c_str() : "none (text)");
     if (st.epoch_trained_tokens == 0) fail("[train] {}: the training data has no trained tokens", cfg.file.file);
+    const int B = int(s.batch_size), T = int(data.train.max_length);
+
+    // ---- memory plan, before any weight is loaded --------------------------------------------
+    std::string resume = !opt.resume.empty() ? opt.resume : cfg.resume;
+    if (resume == "auto") resume = latest_checkpoint(cfg.output_dir);
+    const TrainMemoryPlan mem = plan_run_memory(cfg, B, T, resume);
+    mem.print(stdout);
+    {
+        std::string source = "train.memory_limit";
+        size_t limit = s.memory_limit;
+        if (!limit) limit = memory_available_bytes(&source);
+        if (!s.memory_check) limit = 0, source = "train.memory_limit: off";
+        if (opt.dry_run) {
+            // A dry run reports whether the plan fits instead of failing.
+            try {
+                check_memory_fits(mem, limit, source);
+                if (limit) std::printf("fits: peak %s <= available %s (%s)\n", format_bytes(mem.peak).c_str(),
+                                       format_bytes(limit).c_str(), source.c_str());
+            } catch (const Error& e) {
+                std::printf("does not fit: %s\n", e.what());
+            }
+            std::printf("dry run: stopping before loading the weights\n");
+            return result;
+        }
+        check_memory_fits(mem, limit, source);
+    }
 
     // ---- model ----------------------------------------------------------------------------------
     ModelOptions mo;
@@ -119,6 +209,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         mo.trainable = false;
         mo.weight_dtype = cfg.base_dtype == "bf16" ? DType::BF16 : DType::F32;
     }
+    mo.gradient_checkpointing = s.gradient_checkpointing;
     auto model = LlamaModel::load(cfg.model, mo);
     if (model->config.vocab_size < tok->vocab_size())
         fail("[train] {}: the tokenizer has {} tokens but the model's vocab_size is {}", cfg.model, tok->vocab_size(),
@@ -132,7 +223,6 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
             model->enable_lora(cfg.lora);
         }
     }
-    const int B = int(s.batch_size), T = int(data.train.max_length);
     model->prepare(B, T, true);
     std::vector<Param*> params = model->trainable_params();
     AdamWConfig ac;
@@ -161,14 +251,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
     std::printf("steps: %lld (%lld per epoch; %d rows x %d tokens x %lld micro-batches per step), warm-up %lld\n",
                 (long long)total_steps, (long long)steps_per_epoch, B, T, (long long)s.grad_accum,
                 (long long)sched.warmup_steps);
-    model->memory_plan().print(stdout, false);
-    std::printf("  %-14s %12s\n", "optimizer", format_bytes(optimizer.state_bytes()).c_str());
-    if (opt.dry_run) return result;
+    check_plan_against_model(mem, *model, optimizer);
 
     // ---- resume ---------------------------------------------------------------------------------
     fs::create_directories(cfg.output_dir);
-    std::string resume = !opt.resume.empty() ? opt.resume : cfg.resume;
-    if (resume == "auto") resume = latest_checkpoint(cfg.output_dir);
     int64_t step = 0;
     DataPosition pos;
     if (!resume.empty()) {
@@ -271,6 +357,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
             result.interrupted = true;
             std::printf("interrupted: resume with  tuner train %s --resume %s\n", cfg.file.file.c_str(),
                         result.checkpoint.c_str());
+            report_memory(mem);
             return result;
         }
     }
@@ -292,6 +379,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
     std::printf("wrote %s, %s/metrics.jsonl, %s/loss.svg (%s, peak RSS %s)\n", result.result_dir.c_str(),
                 cfg.output_dir.c_str(), cfg.output_dir.c_str(), format_duration(seconds_since(t_start)).c_str(),
                 format_bytes(peak_rss_bytes()).c_str());
+    report_memory(mem);
     return result;
 }
 

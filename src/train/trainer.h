@@ -1,4 +1,5 @@
-// `tuner train`: the main job. Loads the model and tokenizer, builds the datasets, plans memory,
+// `tuner train`: the main job. Loads the tokenizer, builds the datasets, plans memory (and refuses
+// a plan larger than the available memory before loading the weights; train/memory_plan.h), loads the model,
 // and runs optimizer steps of grad_accum micro-batches each (the loss of a step is the mean over
 // all trained tokens of its micro-batches), with gradient clipping, the lr schedule, AdamW,
 // metrics.jsonl, validation loss, generations for eval.prompts, checkpoints with exact resume,
@@ -14,7 +15,7 @@ namespace tuner {
 
 struct TrainOptions {
     std::string resume;       // a checkpoint folder or "auto" (overrides the config's `resume`)
-    bool dry_run = false;     // build everything, print the plan, and stop before the first step
+    bool dry_run = false;     // read the data, print the memory plan and whether it fits, stop before loading weights
     bool install_signals = true;
 };
 
