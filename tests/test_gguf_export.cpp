@@ -590,6 +590,41 @@ TEST(GgufExport, Stories260KFloatTypesLoadBackExactly) {
     }
 }
 
+TEST(GgufExport, Stories260KIsLlamaCppsOwnConversion) {
+    // ../shared/data/stories260K/stories260K.gguf was made by llama.cpp from the same weights:
+    // every tensor we write (Q and K permuted, with 8 query and 4 key/value heads) is byte for
+    // byte the one llama.cpp's converter wrote, and so is the vocabulary (tokens, SentencePiece
+    // scores made from the merge order, token types) and the special ids.
+    TUNER_REQUIRE_SHARED_DATA(data);
+    std::string dir = tuner::testing::make_temp_dir("gguf-export-llamacpp");
+    GgufExportOptions o;
+    o.type = DType::F32;
+    export_gguf(data + "/stories260K/hf", dir + "/s.gguf", o);
+    GgufFile ours(dir + "/s.gguf"), theirs(data + "/stories260K/stories260K.gguf");
+    int compared = 0;
+    for (const GgufTensor& t : ours.tensors()) {
+        const GgufTensor* u = theirs.find_tensor(t.name);
+        ASSERT_NE(u, nullptr) << t.name;
+        EXPECT_EQ(t.ne, u->ne) << t.name;
+        EXPECT_EQ(t.ggml_type, u->ggml_type) << t.name;
+        ASSERT_EQ(t.nbytes, u->nbytes) << t.name;
+        EXPECT_EQ(std::memcmp(t.data, u->data, t.nbytes), 0) << t.name;
+        compared++;
+    }
+    EXPECT_EQ(compared, 47);  // theirs also has output.weight, a copy of the tied embedding
+    for (const char* key : {"tokenizer.ggml.tokens"}) {
+        auto a = ours.get_string_array(key), b = theirs.get_string_array(key);
+        EXPECT_EQ(a, b);
+    }
+    EXPECT_EQ(ours.get_f32_array("tokenizer.ggml.scores"), theirs.get_f32_array("tokenizer.ggml.scores"));
+    EXPECT_EQ(ours.get_i32_array("tokenizer.ggml.token_type"), theirs.get_i32_array("tokenizer.ggml.token_type"));
+    for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+                            "llama.embedding_length", "llama.feed_forward_length", "llama.block_count",
+                            "llama.attention.head_count", "llama.attention.head_count_kv", "llama.rope.dimension_count"})
+        EXPECT_EQ(ours.get_u32(key), theirs.get_u32(key)) << key;
+    EXPECT_EQ(ours.get_f32("llama.attention.layer_norm_rms_epsilon"), theirs.get_f32("llama.attention.layer_norm_rms_epsilon"));
+}
+
 TEST(GgufExport, Stories260KQuantisedWithinEachTypesBound) {
     TUNER_REQUIRE_SHARED_DATA(data);
     const std::string hf_dir = data + "/stories260K/hf";

@@ -552,15 +552,22 @@ HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::stri
             fail("[export] {}: tensor '{}' has shape {} but the metadata implies {}", gguf_path, gw.gguf_name,
                  shape_str(gw.shape), shape_str(s.shape));
         const int64_t n = int64_t(spec_numel(s)), cols = s.shape.back(), rows = n / std::max<int64_t>(cols, 1);
-        f32.resize(size_t(n));
-        weight_rows_to_f32(f32.data(), WeightView{gw.bytes(), gw.dtype, rows, cols}, 0, rows);
-        if (dtype == DType::F32) {
-            w.write(s.name, f32.data());
-        } else {
-            bytes.resize(size_t(n) * dtype_size(dtype));
-            convert_from_f32(bytes.data(), dtype, f32.data(), size_t(n));
-            w.write(s.name, bytes.data());
+        // SafetensorsWriter takes a tensor whole: hold it in the output dtype only, converting a
+        // block of rows at a time through f32.
+        bytes.resize(size_t(n) * dtype_size(dtype));
+        const int64_t chunk = std::max<int64_t>(1, kChunkElems / std::max<int64_t>(cols, 1));
+        for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+            const int64_t nr = std::min(chunk, rows - r0);
+            float* dst = dtype == DType::F32 ? reinterpret_cast<float*>(bytes.data()) + r0 * cols : nullptr;
+            if (!dst) {
+                f32.resize(size_t(nr * cols));
+                dst = f32.data();
+            }
+            weight_rows_to_f32(dst, WeightView{gw.bytes(), gw.dtype, rows, cols}, r0, nr);
+            if (dtype != DType::F32)
+                convert_from_f32(bytes.data() + size_t(r0 * cols) * dtype_size(dtype), dtype, dst, size_t(nr * cols));
         }
+        w.write(s.name, bytes.data());
         release_pages(gw.data, gw.nbytes);
     }
     w.finish();
