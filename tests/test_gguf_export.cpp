@@ -250,8 +250,10 @@ std::map<std::string, int> check_within_bounds(const std::string& gguf_path, Lla
         std::vector<uint8_t> q(dtype_nbytes(t, int64_t(ref.size())));
         std::vector<float> want(ref.size());
         quantize_rows(q.data(), t, ref.data(), shape.size() == 1 ? 1 : r, shape.size() == 1 ? int64_t(ref.size()) : c);
-        weight_rows_to_f32(want.data(), WeightView{q.data(), t, shape.size() == 1 ? 1 : r, shape.size() == 1 ? int64_t(ref.size()) : c}, 0,
-                           shape.size() == 1 ? 1 : r);
+        weight_rows_to_f32(
+            want.data(),
+            WeightView{q.data(), t, shape.size() == 1 ? 1 : r, shape.size() == 1 ? int64_t(ref.size()) : c}, 0,
+            shape.size() == 1 ? 1 : r);
         EXPECT_EQ(got, want) << "not the source quantised as " << dtype_name(t);
     }
     return types;
@@ -477,8 +479,9 @@ TEST(GgufExport, TensorTypeRules) {
         ADD_FAILURE() << name;
         return TensorSpec{};
     };
-    const TensorSpec q = spec("model.layers.0.self_attn.q_proj.weight"), down = spec("model.layers.0.mlp.down_proj.weight"),
-                     norm = spec("model.norm.weight"), emb = spec("model.embed_tokens.weight");
+    const TensorSpec q = spec("model.layers.0.self_attn.q_proj.weight"),
+                     down = spec("model.layers.0.mlp.down_proj.weight"), norm = spec("model.norm.weight"),
+                     emb = spec("model.embed_tokens.weight");
     for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
         EXPECT_EQ(gguf_export_tensor_type(norm, c, t), DType::F32);
     EXPECT_EQ(gguf_export_tensor_type(q, c, DType::BF16), DType::BF16);
@@ -618,11 +621,13 @@ TEST(GgufExport, Stories260KIsLlamaCppsOwnConversion) {
     }
     EXPECT_EQ(ours.get_f32_array("tokenizer.ggml.scores"), theirs.get_f32_array("tokenizer.ggml.scores"));
     EXPECT_EQ(ours.get_i32_array("tokenizer.ggml.token_type"), theirs.get_i32_array("tokenizer.ggml.token_type"));
-    for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
-                            "llama.embedding_length", "llama.feed_forward_length", "llama.block_count",
-                            "llama.attention.head_count", "llama.attention.head_count_kv", "llama.rope.dimension_count"})
+    for (const char* key :
+         {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+          "llama.embedding_length", "llama.feed_forward_length", "llama.block_count", "llama.attention.head_count",
+          "llama.attention.head_count_kv", "llama.rope.dimension_count"})
         EXPECT_EQ(ours.get_u32(key), theirs.get_u32(key)) << key;
-    EXPECT_EQ(ours.get_f32("llama.attention.layer_norm_rms_epsilon"), theirs.get_f32("llama.attention.layer_norm_rms_epsilon"));
+    EXPECT_EQ(ours.get_f32("llama.attention.layer_norm_rms_epsilon"),
+              theirs.get_f32("llama.attention.layer_norm_rms_epsilon"));
 }
 
 TEST(GgufExport, Stories260KQuantisedWithinEachTypesBound) {
@@ -637,7 +642,8 @@ TEST(GgufExport, Stories260KQuantisedWithinEachTypesBound) {
     // by ~4 in a model this small (64 wide). The K types fall back to Q8_0 here (rows of 64 and
     // 172 are not 256-wide), ffn_down to F16. The most likely next token must stay the same at
     // every position.
-    const std::map<DType, float> tol = {{DType::Q8_0, 0.5f}, {DType::Q4_0, 6.0f}, {DType::Q4_K, 0.5f}, {DType::Q6_K, 0.5f}};
+    const std::map<DType, float> tol = {
+        {DType::Q8_0, 0.5f}, {DType::Q4_0, 6.0f}, {DType::Q4_K, 0.5f}, {DType::Q6_K, 0.5f}};
     for (const auto& [t, limit] : tol) {
         SCOPED_TRACE(dtype_name(t));
         GgufExportOptions o;
@@ -670,7 +676,8 @@ TEST(GgufExport, Stories260KQuantisedWithinEachTypesBound) {
         int agree = 0;
         const size_t V = 512;
         for (size_t p = 0; p < kStoryTokens.size(); p++) {
-            auto a = std::max_element(ref_logits.begin() + p * V, ref_logits.begin() + (p + 1) * V) - ref_logits.begin();
+            auto a =
+                std::max_element(ref_logits.begin() + p * V, ref_logits.begin() + (p + 1) * V) - ref_logits.begin();
             auto b = std::max_element(lg.begin() + p * V, lg.begin() + (p + 1) * V) - lg.begin();
             agree += a == b;
         }
@@ -745,7 +752,8 @@ TEST(GgufExport, Qwen2BiasesLlamaBiasesAndRopeScaling) {
         EXPECT_EQ(c.attention_bias, k.config.attention_bias);
         EXPECT_EQ(c.rope_scaling.type, k.config.rope_scaling.type);
         EXPECT_EQ(c.rope_scaling.factor, k.config.rope_scaling.factor);
-        EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, k.config.rope_scaling.original_max_position_embeddings);
+        EXPECT_EQ(c.rope_scaling.original_max_position_embeddings,
+                  k.config.rope_scaling.original_max_position_embeddings);
         EXPECT_EQ(f.find_tensor("rope_freqs.weight") != nullptr, k.config.rope_scaling.type == RopeScalingType::Llama3);
         if (k.config.attention_bias) {
             EXPECT_EQ(f.find_tensor("blk.0.attn_k.bias")->dtype(out), DType::F32);
@@ -764,7 +772,8 @@ TEST(GgufExport, TokenizersAsGgufMetadataEncodeLikeTheirTokenizerJson) {
     const std::string qwen_instruct = dir + "/qwen-instruct";
     fs::create_directories(qwen_instruct);
     fs::copy_file(data + "/tokenizers/qwen2.5-hf/tokenizer.json", qwen_instruct + "/tokenizer.json");
-    fs::copy_file(data + "/tokenizers/qwen2.5-hf/instruct/tokenizer_config.json", qwen_instruct + "/tokenizer_config.json");
+    fs::copy_file(data + "/tokenizers/qwen2.5-hf/instruct/tokenizer_config.json",
+                  qwen_instruct + "/tokenizer_config.json");
     struct Case {
         std::string folder, vectors, model, pre;
     };
@@ -942,7 +951,8 @@ TEST(GgufExport, HfFolderFromLlamaCppsStories260K) {
     auto orig = LlamaModel::load(data + "/stories260K/hf", {});
     EXPECT_LE(max_abs_diff(logits_of(*orig, kStoryTokens), logits_of(*from_hf, kStoryTokens)), 1e-5f);
     // The tokenizer.json encodes as the GGUF's tokenizer, and as the original tokenizer.json.
-    auto tg = load_gguf_tokenizer(gguf), th = Tokenizer::load(dir + "/out"), to = Tokenizer::load(data + "/stories260K/hf");
+    auto tg = load_gguf_tokenizer(gguf), th = Tokenizer::load(dir + "/out"),
+         to = Tokenizer::load(data + "/stories260K/hf");
     for (const std::string& text : read_vector_texts(data, "llama-spm")) {
         EXPECT_EQ(th->encode(text, true), tg->encode(text, true)) << text;
         EXPECT_EQ(th->encode(text, false), to->encode(text, false)) << text;
@@ -1029,7 +1039,8 @@ TEST(GgufExportCli, ExportsAndFailsCleanly) {
     const std::string hf_dir = data + "/stories260K/hf";
     std::string dir = tuner::testing::make_temp_dir("gguf-export-cli");
     std::string out;
-    int rc = tuner::testing::run_command(exe + " export " + hf_dir + " --format gguf --type q8_0 " + dir + "/s.gguf", &out);
+    int rc =
+        tuner::testing::run_command(exe + " export " + hf_dir + " --format gguf --type q8_0 " + dir + "/s.gguf", &out);
     EXPECT_EQ(rc, 0) << out;
     EXPECT_CONTAINS(out, "exported " + hf_dir + " -> " + dir + "/s.gguf: llama, 47 tensors");
     EXPECT_CONTAINS(out, "note: 5 tensor(s) with 172 columns (not whole Q8_0 blocks) written as F16");
@@ -1037,7 +1048,8 @@ TEST(GgufExportCli, ExportsAndFailsCleanly) {
     EXPECT_EQ(rc, 0) << out;
     EXPECT_TRUE(fs::exists(dir + "/hf/model.safetensors"));
     const std::string adapter = make_adapter(hf_dir, false, 8);
-    rc = tuner::testing::run_command(exe + " export " + adapter + " --format gguf-lora --base " + hf_dir + " " + dir + "/l.gguf", &out);
+    rc = tuner::testing::run_command(
+        exe + " export " + adapter + " --format gguf-lora --base " + hf_dir + " " + dir + "/l.gguf", &out);
     EXPECT_EQ(rc, 0) << out;
     EXPECT_CONTAINS(out, "r 4, alpha 8, 35 adapted linears");
     rc = tuner::testing::run_command(exe + " export " + hf_dir + " --format gguf --type q5_1 " + dir + "/x.gguf", &out);
@@ -1049,9 +1061,9 @@ TEST(GgufExportCli, ExportsAndFailsCleanly) {
     // A full disk (a file size limit of 64 KiB): a clear error, no partial file, and an older
     // file at OUT untouched.
     std::ofstream(dir + "/full.gguf") << "older";
-    rc = tuner::testing::run_command("bash -c 'ulimit -f 64; " + exe + " export " + hf_dir + " --format gguf --type f32 " +
-                                         dir + "/full.gguf'",
-                                     &out);
+    rc = tuner::testing::run_command(
+        "bash -c 'ulimit -f 64; " + exe + " export " + hf_dir + " --format gguf --type f32 " + dir + "/full.gguf'",
+        &out);
     EXPECT_EQ(rc, 1) << out;
     EXPECT_CONTAINS(out, "error: [gguf] " + dir + "/full.gguf.tmp: write failed (File too large");
     EXPECT_FALSE(fs::exists(dir + "/full.gguf.tmp"));

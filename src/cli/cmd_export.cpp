@@ -23,7 +23,8 @@ Command add_export(CLI::App& app) {
     auto o = std::make_shared<Opts>();
     auto* sub = app.add_subcommand("export", "export a model or LoRA adapter to llama.cpp's GGUF, or a GGUF model to "
                                              "a Hugging Face folder");
-    sub->add_option("input", o->input, "gguf: Hugging Face model folder; gguf-lora: PEFT adapter folder; hf: a .gguf file")
+    sub->add_option("input", o->input,
+                    "gguf: Hugging Face model folder; gguf-lora: PEFT adapter folder; hf: a .gguf file")
         ->required();
     sub->add_option("out", o->out, "output: a .gguf file (gguf, gguf-lora) or a new folder (hf)")->required();
     sub->add_option("--format", o->format, "gguf, gguf-lora or hf")->required();
@@ -31,7 +32,8 @@ Command add_export(CLI::App& app) {
                     "gguf: f32, f16 (default), bf16, q8_0, q4_0, q4_k, q6_k; hf: f32, bf16 or f16 (default: the "
                     "GGUF's own precision)");
     sub->add_option("--adapter", o->adapter, "gguf: a PEFT adapter merged into the model (in f32) before export");
-    sub->add_option("--base", o->base, "gguf-lora: the base model folder (default: the adapter's base_model_name_or_path)");
+    sub->add_option("--base", o->base,
+                    "gguf-lora: the base model folder (default: the adapter's base_model_name_or_path)");
     sub->add_option("--name", o->name, "gguf: general.name (default: the model folder's name)");
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
@@ -49,7 +51,8 @@ Command add_export(CLI::App& app) {
                     if (!o->base.empty()) fail("[export] --base is for --format gguf-lora");
                     GgufExportReport r = export_gguf(o->input, o->out, opts);
                     std::string types;
-                    for (const auto& [t, n] : r.types) types += fmt::format("{}{} x{}", types.empty() ? "" : ", ", t, n);
+                    for (const auto& [t, n] : r.types)
+                        types += fmt::format("{}{} x{}", types.empty() ? "" : ", ", t, n);
                     for (const std::string& n : r.notes) std::fprintf(stderr, "note: %s\n", n.c_str());
                     std::printf("exported %s%s -> %s: %s, %lld tensors (%s), %s, tokenizer %s, %.1f s, peak RSS %s\n",
                                 o->input.c_str(), o->adapter.empty() ? "" : (" + " + o->adapter).c_str(),
@@ -74,11 +77,13 @@ Command add_export(CLI::App& app) {
                     std::optional<DType> dtype;  // none: the GGUF's own precision
                     if (!o->type.empty()) {
                         DType t;
-                        if (!dtype_from_user_name(o->type, &t)) fail("[export] --type {}: expected f32, bf16 or f16", o->type);
+                        if (!dtype_from_user_name(o->type, &t))
+                            fail("[export] --type {}: expected f32, bf16 or f16", o->type);
                         dtype = t;
                     }
                     HfExportReport r = export_hf_from_gguf(o->input, o->out, dtype);
-                    if (!r.tokenizer_written) std::fprintf(stderr, "note: no tokenizer written: %s\n", r.tokenizer.c_str());
+                    if (!r.tokenizer_written)
+                        std::fprintf(stderr, "note: no tokenizer written: %s\n", r.tokenizer.c_str());
                     std::printf("exported %s -> %s (%s): config.json, model.safetensors%s%s, %.1f s\n",
                                 o->input.c_str(), o->out.c_str(), dtype_name(r.dtype),
                                 r.tokenizer_written ? ", tokenizer.json: " : "",

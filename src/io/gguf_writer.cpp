@@ -97,16 +97,37 @@ void GgufWriter::begin_kv(const std::string& key, GgufValueType type) {
 }
 
 void GgufWriter::add_u8(const std::string& k, uint8_t v) { begin_kv(k, GgufValueType::U8); append_le(kv_, v, 1); }
-void GgufWriter::add_i8(const std::string& k, int8_t v) { begin_kv(k, GgufValueType::I8); append_le(kv_, uint8_t(v), 1); }
+void GgufWriter::add_i8(const std::string& k, int8_t v) {
+    begin_kv(k, GgufValueType::I8);
+    append_le(kv_, uint8_t(v), 1);
+}
 void GgufWriter::add_u16(const std::string& k, uint16_t v) { begin_kv(k, GgufValueType::U16); append_le(kv_, v, 2); }
-void GgufWriter::add_i16(const std::string& k, int16_t v) { begin_kv(k, GgufValueType::I16); append_le(kv_, uint16_t(v), 2); }
+void GgufWriter::add_i16(const std::string& k, int16_t v) {
+    begin_kv(k, GgufValueType::I16);
+    append_le(kv_, uint16_t(v), 2);
+}
 void GgufWriter::add_u32(const std::string& k, uint32_t v) { begin_kv(k, GgufValueType::U32); append_le(kv_, v, 4); }
-void GgufWriter::add_i32(const std::string& k, int32_t v) { begin_kv(k, GgufValueType::I32); append_le(kv_, uint32_t(v), 4); }
+void GgufWriter::add_i32(const std::string& k, int32_t v) {
+    begin_kv(k, GgufValueType::I32);
+    append_le(kv_, uint32_t(v), 4);
+}
 void GgufWriter::add_u64(const std::string& k, uint64_t v) { begin_kv(k, GgufValueType::U64); append_le(kv_, v, 8); }
-void GgufWriter::add_i64(const std::string& k, int64_t v) { begin_kv(k, GgufValueType::I64); append_le(kv_, uint64_t(v), 8); }
-void GgufWriter::add_f32(const std::string& k, float v) { begin_kv(k, GgufValueType::F32); append_le(kv_, bits_of(v), 4); }
-void GgufWriter::add_f64(const std::string& k, double v) { begin_kv(k, GgufValueType::F64); append_le(kv_, bits_of(v), 8); }
-void GgufWriter::add_bool(const std::string& k, bool v) { begin_kv(k, GgufValueType::BOOL); append_le(kv_, v ? 1 : 0, 1); }
+void GgufWriter::add_i64(const std::string& k, int64_t v) {
+    begin_kv(k, GgufValueType::I64);
+    append_le(kv_, uint64_t(v), 8);
+}
+void GgufWriter::add_f32(const std::string& k, float v) {
+    begin_kv(k, GgufValueType::F32);
+    append_le(kv_, bits_of(v), 4);
+}
+void GgufWriter::add_f64(const std::string& k, double v) {
+    begin_kv(k, GgufValueType::F64);
+    append_le(kv_, bits_of(v), 8);
+}
+void GgufWriter::add_bool(const std::string& k, bool v) {
+    begin_kv(k, GgufValueType::BOOL);
+    append_le(kv_, v ? 1 : 0, 1);
+}
 
 void GgufWriter::add_string(const std::string& k, const std::string& v) {
     begin_kv(k, GgufValueType::STRING);

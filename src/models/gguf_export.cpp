@@ -437,7 +437,8 @@ GgufLoraExportReport export_gguf_lora(const std::string& adapter_dir, const std:
     report.arch = gguf_arch(c, config_path);
     check_adapter_shapes(a, c, base_dir);
     report.r = a.config.r;
-    report.alpha = float(a.config.use_rslora ? a.config.lora_alpha * std::sqrt(double(a.config.r)) : a.config.lora_alpha);
+    report.alpha =
+        float(a.config.use_rslora ? a.config.lora_alpha * std::sqrt(double(a.config.r)) : a.config.lora_alpha);
 
     GgufWriter w(out_path);
     w.add_string("general.architecture", report.arch);

@@ -94,7 +94,8 @@ DType gguf_export_tensor_type(const TensorSpec& spec, const ModelConfig& config,
 // size of one row in its storage type.
 void gguf_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_bytes, int64_t n_head);
 
-GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& options);
+GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path,
+                             const GgufExportOptions& options);
 
 struct GgufLoraExportReport {
     std::string arch;
@@ -114,9 +115,10 @@ struct HfExportReport {
     std::string tokenizer;  // what was written, or why not
 };
 // dtype: F32, BF16 or F16; none: the GGUF's own precision (general.file_type: ALL_F32 -> F32,
-// MOSTLY_BF16 -> BF16, anything else -> F16; without the key, the matrices' float type, else F16). Every tensor is written in that dtype, norms too,
-// as Hugging Face checkpoints store them. OUT_DIR must not exist (or be empty); it is written
-// into a temporary sibling folder renamed at the end, so a failure leaves nothing.
+// MOSTLY_BF16 -> BF16, anything else -> F16; without the key, the matrices' float type, else
+// F16). Every tensor is written in that dtype, norms too, as Hugging Face checkpoints store them.
+// OUT_DIR must not exist (or be empty); it is written into a temporary sibling folder renamed at
+// the end, so a failure leaves nothing.
 HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::string& out_dir,
                                    std::optional<DType> dtype = std::nullopt);
 

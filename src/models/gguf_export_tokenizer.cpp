@@ -29,7 +29,15 @@ using nlohmann::json;
 namespace {
 
 // tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
-enum TokenType : int32_t { kUndefined = 0, kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+enum TokenType : int32_t {
+    kUndefined = 0,
+    kNormal = 1,
+    kUnknown = 2,
+    kControl = 3,
+    kUserDefined = 4,
+    kUnused = 5,
+    kByte = 6
+};
 
 const char* const kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 
@@ -93,7 +101,8 @@ void walk_pre(const json& p, PreInfo& info) {
         for (const json& q : p.value("pretokenizers", json::array())) walk_pre(q, info);
     } else if (type == "Split") {
         const json& pat = p.value("pattern", json::object());
-        if (pat.contains("Regex") && pat["Regex"].is_string()) info.split_regexes.push_back(pat["Regex"].get<std::string>());
+        if (pat.contains("Regex") && pat["Regex"].is_string())
+            info.split_regexes.push_back(pat["Regex"].get<std::string>());
         else info.others.push_back("Split(String)");
     } else if (type == "ByteLevel") {
         info.byte_level = true;
@@ -150,11 +159,13 @@ void pad_to(Vocab& v, size_t n) {
 Vocab vocab_from_tokenizer_json(const fs::path& path, std::vector<std::string>* notes) {
     const std::string where = path.string();
     const json j = read_json(path);
-    if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) fail("[export] {}: no 'model' object", where);
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+        fail("[export] {}: no 'model' object", where);
     const json& m = j["model"];
     const std::string type = m.value("type", "BPE");
     if (type != "BPE")
-        fail("[export] {}: a {} tokenizer has no GGUF export (byte-level BPE and SentencePiece-style BPE do)", where, type);
+        fail("[export] {}: a {} tokenizer has no GGUF export (byte-level BPE and SentencePiece-style BPE do)", where,
+             type);
     PreInfo pre;
     walk_pre(j.value("pre_tokenizer", json()), pre);
     const json decoder = j.value("decoder", json());
@@ -183,7 +194,8 @@ Vocab vocab_from_tokenizer_json(const fs::path& path, std::vector<std::string>* 
     if (!m.contains("vocab") || !m["vocab"].is_object()) fail("[export] {}: model.vocab is not an object", where);
     std::map<int64_t, std::string> by_id;
     for (const auto& [piece, id] : m["vocab"].items()) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0) fail("[export] {}: vocab entry '{}' has no id", where, piece);
+        if (!id.is_number_integer() || id.get<int64_t>() < 0)
+            fail("[export] {}: vocab entry '{}' has no id", where, piece);
         by_id[id.get<int64_t>()] = piece;
     }
     struct Added {
@@ -234,7 +246,8 @@ Vocab vocab_from_tokenizer_json(const fs::path& path, std::vector<std::string>* 
         if (mg.is_string()) {
             const std::string s = mg.get<std::string>();
             const size_t sp = s.size() > 1 ? s.find(' ', 1) : std::string::npos;
-            if (sp == std::string::npos) fail("[export] {}: merge '{}' is not two tokens separated by a space", where, s);
+            if (sp == std::string::npos)
+                fail("[export] {}: merge '{}' is not two tokens separated by a space", where, s);
             merges.emplace_back(s.substr(0, sp), s.substr(sp + 1));
         } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
             merges.emplace_back(mg[0].get<std::string>(), mg[1].get<std::string>());
@@ -339,8 +352,10 @@ std::string gguf_add_tokenizer(GgufWriter& w, const std::string& dir, const Mode
 
     // Special ids and BOS/EOS rules as our tokenizer applies them (tokenizer_config.json, the
     // post-processor, Llama-class rules), else config.json's ids.
-    int32_t bos = config.bos_token_id >= 0 && config.bos_token_id < int64_t(v.tokens.size()) ? int32_t(config.bos_token_id) : -1;
-    int32_t eos = config.eos_token_id >= 0 && config.eos_token_id < int64_t(v.tokens.size()) ? int32_t(config.eos_token_id) : -1;
+    int32_t bos =
+        config.bos_token_id >= 0 && config.bos_token_id < int64_t(v.tokens.size()) ? int32_t(config.bos_token_id) : -1;
+    int32_t eos =
+        config.eos_token_id >= 0 && config.eos_token_id < int64_t(v.tokens.size()) ? int32_t(config.eos_token_id) : -1;
     bool add_bos = false, add_eos = false, know_add = false;
     try {
         std::unique_ptr<Tokenizer> tok = Tokenizer::load(dir);
@@ -423,7 +438,8 @@ std::string gguf_add_tokenizer(GgufWriter& w, const std::string& dir, const Mode
         have_template = true;
     }
     std::string desc = fmt::format("{} from {}", v.model, v.source);
-    if (v.model == "gpt2") desc += fmt::format(" (pre {}), {} tokens, {} merges", v.pre, v.tokens.size(), v.merges.size());
+    if (v.model == "gpt2")
+        desc += fmt::format(" (pre {}), {} tokens, {} merges", v.pre, v.tokens.size(), v.merges.size());
     else desc += fmt::format(", {} tokens", v.tokens.size());
     if (have_template) desc += ", chat template";
     return desc;
@@ -494,8 +510,9 @@ json byte_level(bool use_regex) {
 bool write_hf_tokenizer_from_gguf(const Gguf& g, const std::string& dir, std::string* note) {
     const std::string model = g.get_string("tokenizer.ggml.model", "");
     if (model != "llama" && model != "gpt2") {
-        *note = model.empty() ? "the GGUF has no tokenizer (no tokenizer.ggml.model)"
-                              : fmt::format("tokenizer.ggml.model '{}' has no tokenizer.json export (llama and gpt2 do)", model);
+        *note = model.empty()
+                    ? "the GGUF has no tokenizer (no tokenizer.ggml.model)"
+                    : fmt::format("tokenizer.ggml.model '{}' has no tokenizer.json export (llama and gpt2 do)", model);
         return false;
     }
     if (!g.has("tokenizer.ggml.tokens")) {
@@ -541,11 +558,13 @@ bool write_hf_tokenizer_from_gguf(const Gguf& g, const std::string& dir, std::st
                          {"rstrip", false}, {"normalized", !special && !spm}, {"special", special}});
     }
     j["added_tokens"] = added;
-    json bpe = {{"type", "BPE"}, {"dropout", nullptr}, {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}};
+    json bpe = {
+        {"type", "BPE"}, {"dropout", nullptr}, {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}};
     std::string what;
     if (spm) {
         json norms = json::array();
-        if (g.get_bool("tokenizer.ggml.add_space_prefix", true)) norms.push_back({{"type", "Prepend"}, {"prepend", kSpace}});
+        if (g.get_bool("tokenizer.ggml.add_space_prefix", true))
+            norms.push_back({{"type", "Prepend"}, {"prepend", kSpace}});
         norms.push_back({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpace}});
         j["normalizer"] = {{"type", "Sequence"}, {"normalizers", norms}};
         j["pre_tokenizer"] = nullptr;
@@ -573,13 +592,16 @@ bool write_hf_tokenizer_from_gguf(const Gguf& g, const std::string& dir, std::st
         j["normalizer"] = nullptr;
         bool exact = true;
         if (llama3) {
-            j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {split_isolated(kLlama3Regex), byte_level(false)}}};
+            j["pre_tokenizer"] = {{"type", "Sequence"},
+                                  {"pretokenizers", {split_isolated(kLlama3Regex), byte_level(false)}}};
         } else if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
             j["normalizer"] = {{"type", "NFC"}};
-            j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {split_isolated(kQwen2Regex), byte_level(false)}}};
-        } else if (pre == "starcoder" || pre == "smollm" || pre == "refact") {
             j["pre_tokenizer"] = {{"type", "Sequence"},
-                                  {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)}}};
+                                  {"pretokenizers", {split_isolated(kQwen2Regex), byte_level(false)}}};
+        } else if (pre == "starcoder" || pre == "smollm" || pre == "refact") {
+            j["pre_tokenizer"] = {
+                {"type", "Sequence"},
+                {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)}}};
         } else {
             j["pre_tokenizer"] = byte_level(true);
             exact = pre == "gpt-2" || pre == "default" || pre == "mpt" || pre == "olmo" || pre == "phi-2";
@@ -609,8 +631,11 @@ bool write_hf_tokenizer_from_gguf(const Gguf& g, const std::string& dir, std::st
         if (add_eos && eos >= 0) t.push_back({{"SpecialToken", {{"id", tokens[size_t(eos)]}, {"type_id", type_id}}}});
     }
     for (int32_t id : {add_bos ? bos : -1, add_eos ? eos : -1})
-        if (id >= 0) specials[tokens[size_t(id)]] = {{"id", tokens[size_t(id)]}, {"ids", {id}}, {"tokens", {tokens[size_t(id)]}}};
-    j["post_processor"] = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
+        if (id >= 0)
+            specials[tokens[size_t(id)]] = {
+                {"id", tokens[size_t(id)]}, {"ids", {id}}, {"tokens", {tokens[size_t(id)]}}};
+    j["post_processor"] = {
+        {"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
 
     json cfg = json::object();
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast";
