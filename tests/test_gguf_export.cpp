@@ -927,6 +927,9 @@ TEST(GgufExport, LoraAdapterAsLlamaCppLoadsIt) {
     std::ofstream(adapter + "/adapter_config.json") << cfg.dump();
     EXPECT_CONTAINS(error_of([&] { export_gguf_lora(adapter, "", dir + "/x.gguf"); }), "pass --base MODEL_DIR");
     EXPECT_NO_THROW(export_gguf_lora(adapter, hf_dir, dir + "/x.gguf"));
+    // A GGUF base (an adapter trained on llama.cpp's stories260K.gguf) gives the same file.
+    export_gguf_lora(adapter, data + "/stories260K/stories260K.gguf", dir + "/z.gguf");
+    EXPECT_EQ(read_all(dir + "/x.gguf"), read_all(dir + "/z.gguf"));
     // An adapter for another model: the shapes say so, and nothing is written.
     ModelConfig other = random_config("llama", 32, 96, 512);
     const std::string other_dir = random_hf_folder(other, 1);

@@ -421,8 +421,11 @@ GgufLoraExportReport export_gguf_lora(const std::string& adapter_dir, const std:
         std::string recorded;
         if (j.is_object() && j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
             recorded = j["base_model_name_or_path"].get<std::string>();
-        if (recorded.empty() || !fs::exists(fs::path(recorded) / "config.json"))
-            fail("[export] {}: the base model's config is needed (head counts, architecture): pass --base MODEL_DIR{}",
+        const bool usable = !recorded.empty() && (fs::exists(fs::path(recorded) / "config.json") ||
+                                                  (is_gguf_path(recorded) && fs::is_regular_file(recorded)));
+        if (!usable)
+            fail("[export] {}: the base model's config is needed (head counts, architecture): pass --base MODEL_DIR "
+                 "(or a .gguf model){}",
                  adapter_dir,
                  recorded.empty() ? std::string()
                                   : fmt::format(" (the adapter's base_model_name_or_path '{}' is not a local folder "
@@ -430,9 +433,18 @@ GgufLoraExportReport export_gguf_lora(const std::string& adapter_dir, const std:
                                                 recorded));
         base_dir = recorded;
     }
-    const std::string config_path = (fs::path(base_dir) / "config.json").string();
-    if (!fs::exists(config_path)) fail("[export] {}: no config.json (the --base folder of the adapter)", base_dir);
-    const ModelConfig c = load_config(config_path);
+    // The base: an HF folder's config.json, or a GGUF model's metadata (an adapter trained on it).
+    ModelConfig c;
+    std::string config_path;
+    if (is_gguf_path(base_dir) && fs::is_regular_file(base_dir)) {
+        config_path = base_dir;
+        c = gguf_model_config(GgufFile(base_dir));
+    } else {
+        config_path = (fs::path(base_dir) / "config.json").string();
+        if (!fs::exists(config_path))
+            fail("[export] {}: no config.json (the --base folder of the adapter, or a .gguf model)", base_dir);
+        c = load_config(config_path);
+    }
     GgufLoraExportReport report;
     report.arch = gguf_arch(c, config_path);
     check_adapter_shapes(a, c, base_dir);

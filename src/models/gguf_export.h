@@ -104,8 +104,8 @@ struct GgufLoraExportReport {
     int64_t pairs = 0; // adapted linears
     uint64_t file_bytes = 0;
 };
-// base_dir: the base model's HF folder (config.json is enough); "" = the adapter's
-// base_model_name_or_path when that is a local folder with a config.json.
+// base_dir: the base model's HF folder (config.json is enough) or its .gguf file; "" = the
+// adapter's base_model_name_or_path when that is a local folder with a config.json or a .gguf.
 GgufLoraExportReport export_gguf_lora(const std::string& adapter_dir, const std::string& base_dir,
                                       const std::string& out_path);
 
