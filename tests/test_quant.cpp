@@ -654,6 +654,28 @@ TEST(QuantKernels, Matmul) {
     }
 }
 
+// NF4 quantises the flattened tensor, so rows need not be whole blocks (stories260K's down_proj
+// is 64 x 172): row tiles then start and end inside a block.
+TEST(QuantKernels, MatmulNF4RowsInsideBlocks) {
+    for (bool dq : {false, true}) {
+        const QCase qc{DType::NF4, dq};
+        check_matmul(qc, 5, 172, 64);
+        check_matmul(qc, 1, 100, 16);
+        check_matmul(qc, 3, 4100, 496);  // 240-row tiles: 240, 240, 16, each ending mid-block
+    }
+    // One row at a time equals the same row of the whole dequantisation.
+    const int64_t rows = 64, cols = 172;
+    const std::vector<float> wf = weights(size_t(rows * cols), 3);
+    const std::vector<uint8_t> buf = quantize(DType::NF4, wf, rows, cols, true);
+    const WeightView wq{buf.data(), DType::NF4, rows, cols};
+    const std::vector<float> all = dequantize_all(wq);
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; r++) {
+        weight_rows_to_f32(row.data(), wq, r, 1);
+        ASSERT_EQ(0, std::memcmp(row.data(), all.data() + r * cols, size_t(cols) * sizeof(float))) << "row " << r;
+    }
+}
+
 TEST(QuantKernels, Embedding) {
     const int64_t V = 70, C = 512, N = 40;
     const std::vector<float> table = weights(size_t(V * C), 20);

@@ -105,6 +105,27 @@ TEST(Train, LoraLowersValidationLossAndWritesResults) {
     EXPECT_GE(after["accuracy"].get<double>(), 0.5) << acc_before << " -> " << acc_after;
 }
 
+// QLoRA: LoRA over the NF4-quantised stories260K (checkpointing on by default), then the adapter
+// (with tuner_base.json saying nf4) merges through the CLI and generates.
+TEST(Train, QloraLowersValidationLossAndMerges) {
+    REQUIRE_STORIES(model);
+    std::string dir = tuner::testing::make_temp_dir("train-qlora");
+    std::string cfg = write_config(dir, model, "method: qlora\nlora: {r: 8, lora_alpha: 16}\n");
+    TrainResult r = train(cfg);
+    EXPECT_LT(r.eval_loss_after, r.eval_loss_before * 0.8) << r.eval_loss_before << " -> " << r.eval_loss_after;
+    EXPECT_TRUE(fs::exists(dir + "/out/adapter/adapter_model.safetensors"));
+    EXPECT_CONTAINS(read_bytes(dir + "/out/adapter/tuner_base.json"), "nf4");
+    EXPECT_CONTAINS(read_bytes(dir + "/out/config.yaml"), "gradient_checkpointing: true");
+    std::string out;
+    const std::string exe = tuner::testing::tuner_exe();
+    ASSERT_EQ(0, tuner::testing::run_command(exe + " merge " + model + " " + dir + "/out/adapter " + dir + "/merged 2>&1", &out))
+        << out;
+    ASSERT_EQ(0, tuner::testing::run_command(exe + " generate " + dir + "/merged --template default --max-new-tokens 8 "
+                                             "--prompt 'What colour is the dog?' 2>&1", &out))
+        << out;
+    EXPECT_CONTAINS(out, "dog");
+}
+
 TEST(Train, FullFineTuningLowersValidationLoss) {
     REQUIRE_STORIES(model);
     std::string dir = tuner::testing::make_temp_dir("train-full");

@@ -36,6 +36,7 @@ ChatSetup load_chat_model(const std::string& model_dir, const std::string& adapt
     ChatSetup s;
     ModelOptions mo;
     mo.trainable = false;
+    if (!adapter.empty()) use_adapter_base_storage(mo, adapter);  // a QLoRA adapter: the NF4 base it was trained on
     s.model = LlamaModel::load(model_dir, mo);
     if (!adapter.empty()) load_peft_adapter(*s.model, adapter);
     s.tok = Tokenizer::load(model_dir);

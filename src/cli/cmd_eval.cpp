@@ -147,6 +147,7 @@ DataFormat parse_format(const std::string& name) {
 std::unique_ptr<LlamaModel> load_eval_model(const std::string& dir, const std::string& adapter) {
     ModelOptions mo;
     mo.trainable = false;
+    if (!adapter.empty()) use_adapter_base_storage(mo, adapter);  // a QLoRA adapter: the NF4 base it was trained on
     auto model = LlamaModel::load(dir, mo);
     if (!adapter.empty()) load_peft_adapter(*model, adapter);
     return model;

@@ -119,6 +119,7 @@ Command add_generate(CLI::App& app) {
                 }
                 ModelOptions mo;
                 mo.trainable = false;
+                if (!o->adapter.empty()) use_adapter_base_storage(mo, o->adapter);  // a QLoRA adapter: the NF4 base it was trained on
                 auto model = LlamaModel::load(o->model, mo);
                 if (!o->adapter.empty()) load_peft_adapter(*model, o->adapter);
                 if (!o->prompt_ids.empty()) {

@@ -64,6 +64,7 @@ Command add_perplexity(CLI::App& app) {
                     fail("[perplexity] --stride {} is longer than --ctx {} (tokens would be skipped)", stride, o->ctx);
                 ModelOptions mo;
                 mo.trainable = false;
+                if (!o->adapter.empty()) use_adapter_base_storage(mo, o->adapter);  // a QLoRA adapter: the NF4 base it was trained on
                 auto model = LlamaModel::load(o->model, mo);
                 if (!o->adapter.empty()) load_peft_adapter(*model, o->adapter);
                 const std::string& file = o->ids.empty() ? o->text : o->ids;

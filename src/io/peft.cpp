@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "models/llama.h"
+#include "quant/quant.h"
 
 namespace tuner {
 
@@ -26,6 +27,7 @@ using nlohmann::json;
 
 static const char* const kConfigFile = "adapter_config.json";
 static const char* const kWeightsFile = "adapter_model.safetensors";
+static const char* const kBaseQuantFile = "tuner_base.json";
 
 // ---- names ----------------------------------------------------------------------------------
 bool parse_lora_tensor_name(const std::string& full, int* layer, int* module, char* which) {
@@ -350,9 +352,52 @@ const char* torch_dtype_name(DType t) {
 
 }  // namespace
 
+void write_adapter_base_quantization(const std::string& adapter_dir, const std::string& type, bool double_quant) {
+    json j;
+    j["base_quantization"] = type;
+    j["double_quant"] = double_quant;
+    write_text_atomic(fs::path(adapter_dir) / kBaseQuantFile, j.dump(2) + "\n", "peft");
+}
+
+AdapterBaseQuant read_adapter_base_quantization(const std::string& adapter_dir) {
+    const fs::path path = fs::path(adapter_dir) / kBaseQuantFile;
+    AdapterBaseQuant q;
+    if (!fs::exists(path)) return q;
+    try {
+        json j = json::parse(read_text(path, "peft"));
+        q.type = j.value("base_quantization", std::string());
+        q.double_quant = j.value("double_quant", true);
+    } catch (const json::exception& e) {
+        fail("[peft] {}: invalid: {}", path.string(), e.what());
+    }
+    if (!q.type.empty() && q.type != "nf4") fail("[peft] {}: unknown base_quantization '{}' (nf4)", path.string(), q.type);
+    return q;
+}
+
+void use_adapter_base_storage(ModelOptions& options, const std::string& adapter_dir) {
+    const AdapterBaseQuant q = read_adapter_base_quantization(adapter_dir);
+    if (q.type == "nf4") {
+        options.weight_dtype = DType::NF4;
+        options.quant.nf4_double_quant = q.double_quant;
+    }
+}
+
+// The storage a QLoRA base used in training for tensor `name`: NF4 for the projections, BF16 for
+// embeddings and lm_head, F32 (unchanged) for norms and biases.
+static DType qlora_storage(const std::string& name, const std::vector<int64_t>& shape) {
+    if (shape.size() != 2) return DType::F32;
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return DType::BF16;
+    for (const char* m : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
+                          "up_proj.weight", "down_proj.weight"})
+        if (name.size() > std::strlen(m) && name.compare(name.size() - std::strlen(m), std::string::npos, m) == 0)
+            return DType::NF4;
+    return DType::F32;
+}
+
 void merge_peft_adapter(const std::string& model_dir, const std::string& adapter_dir, const std::string& out_dir,
-                        std::optional<DType> dtype) {
+                        std::optional<DType> dtype, std::optional<AdapterBaseQuant> base_quant) {
     if (dtype && !is_float(*dtype)) fail("[merge] output dtype must be f32, bf16 or f16");
+    const AdapterBaseQuant bq = base_quant ? *base_quant : read_adapter_base_quantization(adapter_dir);
     if (!fs::is_directory(model_dir)) fail("[merge] {}: not a folder", model_dir);
     if (!fs::exists(fs::path(model_dir) / "config.json")) fail("[merge] {}: no config.json", model_dir);
     std::error_code ec;
@@ -416,13 +461,23 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
         const SafetensorsTensor& t = base.get(n);
         const DType out_dtype = dtype && is_float(t.dtype) ? *dtype : t.dtype;
         auto it = by_weight.find(n);
-        if (it == by_weight.end() && out_dtype == t.dtype) {
+        const DType trained_as = bq.type == "nf4" && is_float(t.dtype) ? qlora_storage(n, t.shape) : DType::F32;
+        if (it == by_weight.end() && out_dtype == t.dtype && trained_as == DType::F32) {
             w.write(n, t.data);  // untouched tensor: bytes as they are
             continue;
         }
         const size_t count = t.nbytes / dtype_size(t.dtype);
         f32.resize(count);
         copy_to_f32(f32.data(), t);
+        if (trained_as != DType::F32) {
+            // The weights the adapter was trained against: quantise, then dequantise in f32.
+            const int64_t rows = t.shape[0], cols = t.shape[1];
+            QuantOptions qo;
+            qo.nf4_double_quant = bq.double_quant;
+            std::vector<uint8_t> stored(dtype_nbytes(trained_as, rows * cols, qo));
+            convert_weight(stored.data(), trained_as, WeightView{f32.data(), DType::F32, rows, cols}, qo);
+            weight_rows_to_f32(f32.data(), WeightView{stored.data(), trained_as, rows, cols}, 0, rows);
+        }
         if (it != by_weight.end()) {
             const SafetensorsTensor &A = *it->second.first, &B = *it->second.second;
             const int64_t rows = t.shape[0], cols = t.shape[1], r = A.shape[0];

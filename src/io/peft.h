@@ -28,6 +28,7 @@
 namespace tuner {
 
 class LlamaModel;
+struct ModelOptions;
 
 // Parses DIR/adapter_config.json. target_modules is taken as written when it lists module names
 // (a trailing path like "self_attn.q_proj" counts as q_proj); a pattern string or unknown names
@@ -58,8 +59,26 @@ LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir,
 // tensor's stored dtype. Everything is written into a temporary sibling folder that is renamed
 // to OUT_DIR at the end; a merged value that is not finite (a NaN/inf in the adapter, or an
 // overflow) is an error and leaves nothing behind. OUT_DIR must not exist (or be empty).
+//
+// base_quant: how the base was stored while the adapter was trained (qlora: NF4). The merge then
+// uses the weights the adapter saw: every projection (q/k/v/o, gate/up/down) is quantised to NF4
+// and dequantised to f32 before W + scale * B A is added there, and embeddings and lm_head are
+// rounded to bf16 (QLoRA keeps them in bf16). nullopt reads ADAPTER_DIR/tuner_base.json (written
+// by `tuner train` with method: qlora); no such file means an unquantised base.
+struct AdapterBaseQuant {
+    std::string type;           // "" (none) or "nf4"
+    bool double_quant = true;   // NF4 only
+};
 void merge_peft_adapter(const std::string& model_dir, const std::string& adapter_dir, const std::string& out_dir,
-                        std::optional<DType> dtype);
+                        std::optional<DType> dtype, std::optional<AdapterBaseQuant> base_quant = std::nullopt);
+
+// ADAPTER_DIR/tuner_base.json, beside PEFT's files (PEFT ignores it): {"base_quantization":
+// "nf4", "double_quant": true}. read returns type "" when the file is absent.
+void write_adapter_base_quantization(const std::string& adapter_dir, const std::string& type, bool double_quant);
+AdapterBaseQuant read_adapter_base_quantization(const std::string& adapter_dir);
+// Sets the frozen base's storage in `options` to what the adapter was trained against (NF4 for
+// a QLoRA adapter), so generation and evaluation with it see the same base as training did.
+void use_adapter_base_storage(ModelOptions& options, const std::string& adapter_dir);
 
 // Splits a LoRA tensor name into (layer, module, 'A' | 'B'); false if it is not one.
 bool parse_lora_tensor_name(const std::string& name, int* layer, int* module, char* which);

@@ -318,6 +318,16 @@ const SafetensorsTensor& SafetensorsModel::get(const std::string& name) const {
     return *t;
 }
 
+void SafetensorsModel::release(const SafetensorsTensor& t) const {
+    if (t.nbytes == 0) return;
+    // Whole pages around the tensor: neighbours' pages that get dropped too simply fault in
+    // again from the file when read (the mapping is read-only and never written).
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = uintptr_t(t.data) / page * page;
+    const uintptr_t end = (uintptr_t(t.data) + t.nbytes + page - 1) / page * page;
+    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: failure is harmless
+}
+
 std::vector<std::string> SafetensorsModel::names() const {
     std::vector<std::string> out;
     out.reserve(index_.size());

@@ -74,6 +74,10 @@ class SafetensorsModel {
   public:
     explicit SafetensorsModel(const std::string& model_dir);
     const SafetensorsTensor* find(const std::string& name) const;
+    // Drops the resident pages of t's bytes from this process (madvise MADV_DONTNEED on the
+    // read-only mapping; a later read faults them in again from the file). Loaders call it after
+    // copying a tensor out so that RSS does not grow by the size of the model files.
+    void release(const SafetensorsTensor& t) const;
     // Like find, but a missing tensor is a tuner::Error naming the folder and the tensor.
     const SafetensorsTensor& get(const std::string& name) const;
     std::vector<std::string> names() const;

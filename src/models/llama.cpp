@@ -93,20 +93,25 @@ static Param* param_for_spec(LlamaModel& m, const TensorSpec& s) {
 }
 
 // Norms and biases are tiny and always kept in F32; matrices use the frozen dtype unless trained.
+// A quantised base (NF4) keeps embeddings and lm_head in BF16, as QLoRA does: they are read a
+// row at a time (embedding) or are the one place where 4-bit error would hit every logit.
 static DType storage_dtype(const TensorSpec& s, bool trainable, DType frozen_dtype) {
     if (trainable || s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) return DType::F32;
+    if (dtype_is_quantized(frozen_dtype) && (s.kind == TensorKind::Embedding || s.kind == TensorKind::Head))
+        return DType::BF16;
     return frozen_dtype;
 }
 
 // Bytes of n elements stored as t: quant/quant.h's dtype_nbytes, so a quantised frozen base is
 // planned as it is stored (NF4, the qlora base: n/2 bytes of 4-bit codes + one f32 absmax per
 // block of 64 values; the llama.cpp block types by their block layouts).
-static size_t stored_bytes(DType t, size_t n) { return dtype_nbytes(t, int64_t(n)); }
+static size_t stored_bytes(DType t, size_t n, const QuantOptions& quant) { return dtype_nbytes(t, int64_t(n), quant); }
 
-void LlamaModel::plan_params(MemoryPlan& plan, const ModelConfig& config, bool trainable, DType frozen_dtype) {
+void LlamaModel::plan_params(MemoryPlan& plan, const ModelConfig& config, bool trainable, DType frozen_dtype,
+                             const QuantOptions& quant) {
     for (const auto& s : llama_tensor_specs(config)) {
         const size_t n = spec_numel(s);
-        plan.add("weights", s.name, stored_bytes(storage_dtype(s, trainable, frozen_dtype), n));
+        plan.add("weights", s.name, stored_bytes(storage_dtype(s, trainable, frozen_dtype), n, quant));
         if (trainable) plan.add("grads", s.name, n * sizeof(float));
     }
 }
@@ -114,13 +119,14 @@ void LlamaModel::plan_params(MemoryPlan& plan, const ModelConfig& config, bool t
 void LlamaModel::allocate_params(bool trainable, DType frozen_dtype) {
     const auto specs = llama_tensor_specs(config);
     layers.assign(size_t(config.num_layers), LlamaLayer{});
-    plan_params(plan_, config, trainable, frozen_dtype);
+    plan_params(plan_, config, trainable, frozen_dtype, options.quant);
     weights_ = Arena("weights", plan_.role_bytes("weights"));
     if (trainable) grads_ = Arena("grads", plan_.role_bytes("grads"));
     for (const auto& s : specs) {
         Param* p = param_for_spec(*this, s);
         p->name = s.name;
-        p->value = weights_.alloc_tensor(storage_dtype(s, trainable, frozen_dtype), s.shape);
+        const DType t = storage_dtype(s, trainable, frozen_dtype);
+        p->value = Tensor::view(weights_.alloc(stored_bytes(t, spec_numel(s), options.quant)), t, s.shape);
         if (trainable) p->grad = grads_.alloc_tensor(DType::F32, s.shape);
     }
     if (config.tie_word_embeddings) {
@@ -282,21 +288,13 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
             fail("[model] {}: tensor '{}' has dtype {}; weights must be F32, BF16 or F16", dir, s.name,
                  dtype_name(t.dtype));
         Param* p = param_for_spec(*m, s);
-        size_t n = size_t(p->value.numel());
-        if (p->value.dtype == t.dtype) {
-            std::memcpy(p->value.data, t.data, t.nbytes);
-        } else if (p->value.dtype == DType::F32) {
-            convert_to_f32(static_cast<float*>(p->value.data), t.data, t.dtype, n);
-        } else {
-            // F16 <-> BF16 (or F32 -> low precision) through f32, one row block at a time.
-            std::vector<float> row(size_t(s.shape.back()));
-            size_t rows = n / row.size(), esz = dtype_size(t.dtype), osz = dtype_size(p->value.dtype);
-            for (size_t r = 0; r < rows; r++) {
-                convert_to_f32(row.data(), t.data + r * row.size() * esz, t.dtype, row.size());
-                convert_from_f32(static_cast<uint8_t*>(p->value.data) + r * row.size() * osz, p->value.dtype,
-                                 row.data(), row.size());
-            }
-        }
+        // Copy, convert or quantise (NF4) a few rows at a time straight from the mapping, then drop
+        // the mapping's pages: loading peaks near the stored size plus one tensor's pages, not the
+        // size of the model files (a 7B bf16 model is 13.5 GB on disk, 3.9 GB as QLoRA's base).
+        const int64_t cols = s.shape.size() > 1 ? s.shape.back() : 1;
+        convert_weight(p->value.data, p->value.dtype, WeightView{t.data, t.dtype, p->value.numel() / cols, cols},
+                       m->options.quant);
+        m->source_->release(t);
     }
     m->source_.reset();  // everything is copied: unmap the files
     m->inv_freq_ = rope_inv_freq(m->config);
@@ -316,7 +314,9 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& config, const 
         size_t n = size_t(p->value.numel());
         std::vector<float> buf(n);
         llama_init_values(s, buf.data(), seed);
-        convert_from_f32(p->value.data, p->value.dtype, buf.data(), n);
+        const int64_t cols = s.shape.size() > 1 ? s.shape.back() : 1;
+        convert_weight(p->value.data, p->value.dtype, WeightView{buf.data(), DType::F32, int64_t(n) / cols, cols},
+                       m->options.quant);
     }
     m->inv_freq_ = rope_inv_freq(config);
     if (options.lora) m->enable_lora(*options.lora);

@@ -41,6 +41,7 @@
 #include "io/hf_config.h"
 #include "nn/lora.h"
 #include "nn/param.h"
+#include "quant/quant.h"
 
 namespace tuner {
 
@@ -87,7 +88,11 @@ struct Batch {
 struct ModelOptions {
     // Storage dtype of frozen weights: F32 converts on load; BF16/F16 keep (or convert to) that
     // dtype and let the kernels convert tile by tile. Trained weights are always F32.
+    // NF4 (qlora): the projections (q/k/v/o, gate/up/down) are quantised on load, tensor by
+    // tensor, and dequantised tile by tile inside the matmul; embeddings and lm_head stay BF16
+    // and norms F32, as bitsandbytes/PEFT QLoRA keeps them.
     DType weight_dtype = DType::F32;
+    QuantOptions quant;  // NF4: double quantisation of the block absmax values (qlora default on)
     bool trainable = true;  // full fine-tuning: every parameter gets a gradient
     Device device = Device::CPU;
     // LoRA: adapters on the targeted linears (load/random call enable_lora). The base is then
@@ -184,7 +189,8 @@ class LlamaModel {
     // prediction (train/memory_plan.h) cannot drift from what the model allocates.
     //   roles "weights" (+ "grads" when trainable): every base parameter; frozen matrices in
     //   frozen_dtype, norms and biases F32; a tied lm_head counts once.
-    static void plan_params(MemoryPlan& plan, const ModelConfig& config, bool trainable, DType frozen_dtype);
+    static void plan_params(MemoryPlan& plan, const ModelConfig& config, bool trainable, DType frozen_dtype,
+                            const QuantOptions& quant = {});
     //   roles "adapters", "adapter grads": A and B of every targeted linear (F32).
     static void plan_adapters(MemoryPlan& plan, const ModelConfig& config, const LoraConfig& lora);
     //   roles "activations", "adapter activations", "activation grads" of prepare(B, T, ...).

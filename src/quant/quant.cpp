@@ -41,13 +41,37 @@ void weight_rows_to_f32(float* dst, const WeightView& w, int64_t r0, int64_t nro
             convert_to_f32(dst + r * cols, base + size_t(r) * size_t(cols) * esize, w.dtype, size_t(cols));
         return;
     }
-    TUNER_ASSERT_MSG(cols % dtype_block_elems(w.dtype) == 0, "quantised weight rows must be whole blocks");
     if (w.dtype == DType::NF4) {
+        // bitsandbytes quantises the flattened tensor, so a row range is the element range
+        // [e0, e1), whose ends need not fall on a block boundary (e.g. a 64 x 172 down_proj): the
+        // whole blocks inside go straight to dst, the partial blocks at either end through a
+        // one-block buffer.
         TUNER_ASSERT_MSG(nf4_numel(w.data) == w.rows * cols, "NF4 buffer does not match the weight shape");
-#pragma omp parallel for schedule(static) if (nrows * cols > 65536)
-        for (int64_t r = 0; r < nrows; r++) nf4_dequantize(dst + r * cols, w.data, (r0 + r) * cols, cols);
+        const int64_t e0 = r0 * cols, e1 = (r0 + nrows) * cols;
+        const int64_t a = (e0 + 63) / 64 * 64, b = std::max(a, e1 / 64 * 64);
+        auto partial = [&](int64_t from, int64_t to) {  // [from, to) inside one block
+            if (from >= to) return;
+            float block[64];
+            const int64_t start = from / 64 * 64;
+            nf4_dequantize(block, w.data, start, 64);
+            std::memcpy(dst + (from - e0), block + (from - start), size_t(to - from) * sizeof(float));
+        };
+        if (e1 <= a) {  // the whole range lies inside one block
+            partial(e0, e1);
+            return;
+        }
+        partial(e0, a);
+        partial(b, e1);
+        const int64_t chunk = 64 * 256;
+        const int64_t nchunks = (b - a + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (b - a > 65536)
+        for (int64_t c = 0; c < nchunks; c++) {
+            const int64_t from = a + c * chunk, count = std::min(chunk, b - from);
+            nf4_dequantize(dst + (from - e0), w.data, from, count);
+        }
         return;
     }
+    TUNER_ASSERT_MSG(cols % dtype_block_elems(w.dtype) == 0, "quantised weight rows must be whole blocks");
     const size_t row_bytes = dtype_row_bytes(w.dtype, cols);
     const int64_t nblocks = cols / ggml_block_elems(w.dtype);
     const char* base = static_cast<const char*>(w.data) + size_t(r0) * row_bytes;
@@ -61,11 +85,11 @@ void quantize_rows(void* dst, DType t, const float* src, int64_t rows, int64_t c
         convert_from_f32(dst, t, src, size_t(n));
         return;
     }
-    TUNER_ASSERT_MSG(cols % dtype_block_elems(t) == 0, "quantised weight rows must be whole blocks");
-    if (t == DType::NF4) {
+    if (t == DType::NF4) {  // the flattened tensor: only n must be whole blocks (nf4_quantize checks)
         nf4_quantize(dst, src, n, opt.nf4_double_quant);
         return;
     }
+    TUNER_ASSERT_MSG(cols % dtype_block_elems(t) == 0, "quantised weight rows must be whole blocks");
     const size_t row_bytes = dtype_row_bytes(t, cols);
     const int64_t nblocks = cols / ggml_block_elems(t);
 #pragma omp parallel for schedule(static) if (n > 65536)

@@ -9,8 +9,9 @@
 //                             row r starts at byte r * dtype_row_bytes(dtype, cols).
 //   NF4 (quant/nf4.h)         one NF4 buffer of rows * cols elements (bitsandbytes quantises
 //                             the flattened tensor): row r is elements [r * cols, (r+1) * cols).
-// For every quantised type cols must be a multiple of dtype_block_elems (for the K types 256:
-// a 576-wide weight cannot be Q4_K, as in llama.cpp).
+// For the GGUF block types cols must be a multiple of dtype_block_elems (for the K types 256:
+// a 576-wide weight cannot be Q4_K, as in llama.cpp); NF4 needs only rows * cols to be a
+// multiple of 64 (rows may start and end inside a block).
 //
 //   std::vector<uint8_t> buf(dtype_nbytes(DType::NF4, out * in, {.nf4_double_quant = true}));
 //   quantize_rows(buf.data(), DType::NF4, w_f32, out, in, {.nf4_double_quant = true});

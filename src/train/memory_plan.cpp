@@ -69,7 +69,7 @@ TrainMemoryPlan plan_training_memory(const MemoryPlanRequest& r) {
     const LoraConfig* lora = full ? nullptr : &*r.lora;
 
     // The model's own plan: exactly what load + enable_lora + prepare(B, T, true) allocate.
-    LlamaModel::plan_params(p.model, r.model, full, frozen);
+    LlamaModel::plan_params(p.model, r.model, full, frozen, r.quant);
     if (lora) LlamaModel::plan_adapters(p.model, r.model, *lora);
     ActivationPlanOptions ao;
     ao.training = true;

@@ -41,6 +41,7 @@
 #include "core/dtype.h"
 #include "io/hf_config.h"
 #include "nn/lora.h"
+#include "quant/quant.h"
 
 namespace tuner {
 
@@ -63,6 +64,7 @@ struct MemoryPlanRequest {
     // Storage of the frozen base (lora: F32 or BF16; qlora: NF4, whose bytes the model plans as
     // n/2 + one f32 absmax per 64). Ignored for full fine-tuning (trained weights are F32).
     DType base_dtype = DType::F32;
+    QuantOptions quant;              // NF4: double quantisation (qlora's default)
     std::optional<LoraConfig> lora;  // lora and qlora
     int B = 1, T = 512;
     bool gradient_checkpointing = false;

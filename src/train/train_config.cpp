@@ -27,15 +27,27 @@ TrainConfig parse_train_config(ConfigFile file) {
     TrainConfig c;
     c.file = std::move(file);
     ConfigView root(c.file);
-    root.check_keys({"model", "method", "output_dir", "resume", "base_dtype", "threads", "data", "lora", "train",
-                     "eval", "save"});
+    root.check_keys({"model", "method", "output_dir", "resume", "base_dtype", "quant", "threads", "data", "lora",
+                     "train", "eval", "save"});
     c.model = root.get_string("model", "");
     if (c.model.empty()) root.fail("'model' is required (a Hugging Face model folder)");
-    c.method = root.get_choice("method", "lora", {"full", "lora"});
+    c.method = root.get_choice("method", "lora", {"full", "lora", "qlora"});
     c.output_dir = root.get_string("output_dir", "");
     if (c.output_dir.empty()) root.fail("'output_dir' is required");
     c.resume = root.get_string("resume", "");
-    c.base_dtype = root.get_choice("base_dtype", "f32", {"f32", "bf16"});
+    if (c.method == "qlora") {
+        if (root.has("base_dtype") && root.get_string("base_dtype", "") != "nf4")
+            root.child("base_dtype").fail("method: qlora quantises the base to NF4: leave base_dtype out (or nf4)");
+        c.base_dtype = "nf4";
+    } else {
+        c.base_dtype = root.get_choice("base_dtype", "f32", {"f32", "bf16"});
+    }
+    ConfigView quant = root.child("quant");
+    if (quant.present()) {
+        if (c.method != "qlora") quant.fail("'quant' applies to method: qlora only");
+        quant.check_keys({"double_quant"});
+        c.double_quant = quant.get_bool("double_quant", true);
+    }
     c.threads = int(root.get_int("threads", 0));
     ConfigView data = root.child("data");
     if (!data.present() || !data.is_map()) root.fail("'data' is required: a mapping with at least 'train'");
@@ -118,7 +130,8 @@ std::string TrainConfig::resolved_yaml() const {
     n["method"] = method;
     n["output_dir"] = output_dir;
     n["base_dtype"] = base_dtype;
-    if (method == "lora") {
+    if (method == "qlora") n["quant"]["double_quant"] = double_quant;
+    if (uses_lora()) {
         n["lora"]["r"] = lora.r;
         n["lora"]["lora_alpha"] = lora.lora_alpha;
         n["lora"]["lora_dropout"] = lora.lora_dropout;

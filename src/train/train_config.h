@@ -42,10 +42,12 @@ bool default_gradient_checkpointing(const std::string& method);
 struct TrainConfig {
     ConfigFile file;         // the parsed YAML (the data section is read by the data pipeline)
     std::string model;       // a Hugging Face folder
-    std::string method = "lora";  // full | lora
+    std::string method = "lora";  // full | lora | qlora (LoRA over an NF4 base)
+    bool uses_lora() const { return method == "lora" || method == "qlora"; }
     std::string output_dir;
     std::string resume;      // "" | "auto" | a checkpoint folder
-    std::string base_dtype = "f32";  // storage of the frozen base with lora: f32 | bf16
+    std::string base_dtype = "f32";  // storage of the frozen base with lora: f32 | bf16 (qlora: nf4)
+    bool double_quant = true;        // quant.double_quant (qlora): 8-bit double quantisation of the NF4 scales
     int threads = 0;
     LoraConfig lora;               // lora.* keys (seed: train.seed)
     std::string lora_init_adapter;  // lora.init_adapter: a PEFT adapter folder to start from

@@ -100,7 +100,8 @@ TrainMemoryPlan plan_run_memory(const TrainConfig& cfg, int B, int T, const std:
     MemoryPlanRequest r;
     r.model = load_config((fs::path(cfg.model) / "config.json").string());
     r.method = cfg.method;
-    r.base_dtype = cfg.base_dtype == "bf16" ? DType::BF16 : DType::F32;
+    r.base_dtype = cfg.base_dtype == "bf16" ? DType::BF16 : cfg.base_dtype == "nf4" ? DType::NF4 : DType::F32;
+    r.quant.nf4_double_quant = cfg.double_quant;
     if (cfg.method != "full") {
         r.lora = cfg.lora;
         if (!cfg.lora_init_adapter.empty()) {
@@ -207,14 +208,15 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         mo.trainable = true;
     } else {
         mo.trainable = false;
-        mo.weight_dtype = cfg.base_dtype == "bf16" ? DType::BF16 : DType::F32;
+        mo.weight_dtype = cfg.base_dtype == "bf16" ? DType::BF16 : cfg.base_dtype == "nf4" ? DType::NF4 : DType::F32;
+        mo.quant.nf4_double_quant = cfg.double_quant;
     }
     mo.gradient_checkpointing = s.gradient_checkpointing;
     auto model = LlamaModel::load(cfg.model, mo);
     if (model->config.vocab_size < tok->vocab_size())
         fail("[train] {}: the tokenizer has {} tokens but the model's vocab_size is {}", cfg.model, tok->vocab_size(),
              model->config.vocab_size);
-    if (cfg.method == "lora") {
+    if (cfg.uses_lora()) {
         if (!cfg.lora_init_adapter.empty()) {
             LoraConfig lc = load_peft_adapter(*model, cfg.lora_init_adapter, cfg.lora.lora_dropout, s.seed);
             std::printf("lora: starting from %s (r=%lld)\n", cfg.lora_init_adapter.c_str(), (long long)lc.r);
@@ -364,9 +366,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
     result.steps_done = step;
 
     // ---- results --------------------------------------------------------------------------------
-    if (cfg.method == "lora") {
+    if (cfg.uses_lora()) {
         result.result_dir = (fs::path(cfg.output_dir) / "adapter").string();
         save_peft_adapter(*model, result.result_dir, fs::absolute(cfg.model).string());
+        if (cfg.method == "qlora") write_adapter_base_quantization(result.result_dir, "nf4", cfg.double_quant);
     } else {
         result.result_dir = (fs::path(cfg.output_dir) / "model").string();
         model->save(result.result_dir, DType::F32);
