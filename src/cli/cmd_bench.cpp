@@ -1,11 +1,17 @@
 // tuner bench MODEL_DIR [--seq T] [--steps N] [--batch B] [--threads N] [--json]
 //                       [--lora-r R [--lora-targets all-linear|q_proj,v_proj,...] [--lora-alpha A]
-//                        [--lora-dropout P] [--base-dtype f32|bf16]] [--optimizer]
+//                        [--lora-dropout P] [--base-dtype f32|bf16|nf4 [--no-double-quant]]]
+//                       [--optimizer] [--checkpointing]
 // Times a training step on random tokens: forward + backward, and with --optimizer also gradient
 // clipping (global norm 1.0) and an AdamW update of every trained parameter, as `tuner train`
 // does. Full fine-tuning, or with --lora-r LoRA adapters over a frozen base. Reports tokens/s,
 // achieved GFLOP/s, this machine's measured f32 GEMM peak and the MFU (the optimizer's few
 // FLOPs per parameter are not counted: MFU counts matmul and attention work only).
+//
+// With --base-dtype nf4 (QLoRA) the projections are quantised while loading. The memory plan of
+// the same run (train/memory_plan.h) is printed beside the measured peak RSS. --checkpointing
+// recomputes each layer in backward (one more forward: 2*N_matmul FLOPs per token more work,
+// which the MFU below does not count: it counts useful FLOPs only).
 //
 // FLOPs per trained token (stated in the output):
 // full fine-tuning:
@@ -31,6 +37,7 @@
 #include "core/threads.h"
 #include "models/llama.h"
 #include "train/adamw.h"
+#include "train/memory_plan.h"
 
 namespace tuner::cli {
 
@@ -71,7 +78,7 @@ Command add_bench(CLI::App& app) {
     struct Opts {
         std::string model;
         int seq = 512, steps = 3, batch = 1, threads = 0;
-        bool json = false, memory = false, optimizer = false;
+        bool json = false, memory = false, optimizer = false, checkpointing = false, no_double_quant = false;
         int64_t lora_r = 0;
         std::string lora_targets = "all-linear", base_dtype = "f32";
         double lora_alpha = 16.0, lora_dropout = 0.1;
@@ -90,7 +97,10 @@ Command add_bench(CLI::App& app) {
     sub->add_option("--lora-targets", o->lora_targets, "LoRA target modules, comma-separated (default all-linear)");
     sub->add_option("--lora-alpha", o->lora_alpha, "LoRA alpha (default 16)");
     sub->add_option("--lora-dropout", o->lora_dropout, "LoRA dropout (default 0.1)");
-    sub->add_option("--base-dtype", o->base_dtype, "storage of the frozen base with LoRA: f32 or bf16 (default f32)");
+    sub->add_option("--base-dtype", o->base_dtype,
+                    "storage of the frozen base with LoRA: f32, bf16 or nf4 (QLoRA) (default f32)");
+    sub->add_flag("--no-double-quant", o->no_double_quant, "nf4 without double quantisation of the block scales");
+    sub->add_flag("--checkpointing", o->checkpointing, "activation checkpointing (recompute each layer in backward)");
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);
@@ -110,13 +120,36 @@ Command add_bench(CLI::App& app) {
                     mo.lora = lc;
                     mo.trainable = false;
                     if (o->base_dtype == "bf16") mo.weight_dtype = DType::BF16;
-                    else if (o->base_dtype != "f32") fail("[bench] --base-dtype {}: expected f32 or bf16", o->base_dtype);
+                    else if (o->base_dtype == "nf4") mo.weight_dtype = DType::NF4;
+                    else if (o->base_dtype != "f32") fail("[bench] --base-dtype {}: expected f32, bf16 or nf4", o->base_dtype);
+                    mo.quant.nf4_double_quant = !o->no_double_quant;
                 } else if (o->base_dtype != "f32") {
                     fail("[bench] --base-dtype needs --lora-r (full fine-tuning trains f32 weights)");
                 }
-                auto model = LlamaModel::load(o->model, mo);
-                const ModelConfig& c = model->config;
+                mo.gradient_checkpointing = o->checkpointing;
                 const int B = o->batch, T = o->seq;
+                // The plan of this run, made before loading like `tuner train` does.
+                MemoryPlanRequest req;
+                req.model = load_config(o->model + "/config.json");
+                req.method = lora ? (mo.weight_dtype == DType::NF4 ? "qlora" : "lora") : "full";
+                req.base_dtype = mo.weight_dtype;
+                req.quant = mo.quant;
+                req.lora = mo.lora;
+                req.B = B, req.T = T;
+                req.gradient_checkpointing = o->checkpointing;
+                req.threads = num_threads();
+                req.model_file_bytes = resident_model_file_bytes(o->model, req.model);
+                req.base_rss = current_rss_bytes();
+                req.peak_rss_so_far = peak_rss_bytes();
+                TrainMemoryPlan mem = plan_training_memory(req);
+                if (!o->optimizer) {  // no optimizer state in a forward + backward benchmark
+                    mem.train_peak -= mem.optimizer;
+                    mem.peak = std::max({mem.load_peak, mem.train_peak, mem.request.peak_rss_so_far});
+                }
+                const auto load_t0 = Clock::now();
+                auto model = LlamaModel::load(o->model, mo);
+                const double load_s = seconds_since(load_t0);
+                const ModelConfig& c = model->config;
                 model->prepare(B, T, true);
 
                 std::vector<int32_t> tokens(size_t(B) * size_t(T)), targets(tokens.size());
@@ -176,8 +209,10 @@ Command add_bench(CLI::App& app) {
                 const double tokens_per_step = double(B) * double(T);
                 const double tps = tokens_per_step / mean;
                 const double gflops = flops_per_token * tps / 1e9;
+                // Peak RSS of the run before the GEMM-peak measurement adds its three 16 MiB matrices.
+                const size_t rss_bytes = peak_rss_bytes();
+                const double rss_mb = double(rss_bytes) / (1024.0 * 1024.0);
                 const double peak = measure_gemm_peak_gflops();
-                const double rss_mb = double(peak_rss_bytes()) / (1024.0 * 1024.0);
                 const double plan_mb = double(model->memory_plan().total_bytes()) / (1024.0 * 1024.0);
                 const double scratch_mb = double(scratch_high_water()) / (1024.0 * 1024.0);
                 if (o->memory) model->memory_plan().print(stderr, true);
@@ -187,10 +222,12 @@ Command add_bench(CLI::App& app) {
                         "\"peak_gflops\": %.2f, \"mfu\": %.4f, \"peak_rss_mb\": %.1f, \"plan_mb\": %.1f, "
                         "\"scratch_mb\": %.1f, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"params\": %lld, "
                         "\"loss\": %.4f, \"flops_formula\": \"%s\", \"method\": \"%s\", \"trainable_params\": %lld, "
-                        "\"best_step_cpu_s\": %.4f, \"tokens_per_cpu_s\": %.2f}\n",
+                        "\"best_step_cpu_s\": %.4f, \"tokens_per_cpu_s\": %.2f, \"load_s\": %.2f, "
+                        "\"plan_peak_mb\": %.1f, \"plan_peak_phase\": \"%s\"}\n",
                         tps, mean, best, gflops, peak, gflops / peak, rss_mb, plan_mb, scratch_mb, num_threads(), B, T,
                         (long long)c.num_params(), loss / double(count), formula.c_str(), method.c_str(),
-                        (long long)model->num_trainable_params(), best_cpu, tokens_per_step / best_cpu);
+                        (long long)model->num_trainable_params(), best_cpu, tokens_per_step / best_cpu, load_s,
+                        double(mem.peak) / (1024.0 * 1024.0), mem.peak_phase.c_str());
                 } else {
                     std::printf("model %s: %.1fM parameters, B=%d T=%d, %d threads\n", o->model.c_str(),
                                 double(c.num_params()) / 1e6, B, T, num_threads());
@@ -205,8 +242,11 @@ Command add_bench(CLI::App& app) {
                                 formula.c_str(), flops_per_token / 1e9, n_matmul / 1e6, n_lora / 1e6);
                     std::printf("f32 GEMM peak (measured, 2048^3): %.1f GFLOP/s  ->  MFU %.1f%%\n", peak,
                                 100.0 * gflops / peak);
-                    std::printf("memory: plan %.1f MiB + kernel scratch %.1f MiB; peak RSS %.1f MiB\n", plan_mb,
-                                scratch_mb, rss_mb);
+                    std::printf("memory: model arenas %.1f MiB + kernel scratch %.1f MiB; peak RSS %.1f MiB; "
+                                "planned peak %.1f MiB (%s), measured / planned = %.3f\n",
+                                plan_mb, scratch_mb, rss_mb, double(mem.peak) / (1024.0 * 1024.0),
+                                mem.peak_phase.c_str(), double(rss_bytes) / double(std::max<size_t>(mem.peak, 1)));
+                    std::printf("load: %.1f s\n", load_s);
                 }
                 return 0;
             }};

@@ -7,7 +7,9 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/safetensors.h"
 #include "models/llama.h"
+#include "models/llama_tensors.h"
 
 namespace tuner {
 
@@ -155,7 +157,7 @@ void TrainMemoryPlan::print(FILE* out) const {
                                                  : "program and libraries (allowance)");
     row("runtime", runtime, "first-use allocations of OpenMP, oneDNN, malloc (allowance)");
     std::fprintf(out, "  %-16s %12s\n", "train", mib(train_peak).c_str());
-    row("load", load_peak, fmt::format("weights{} + {} of mapped model files while copying", full ? " + gradients" : "",
+    row("load", load_peak, fmt::format("weights{} + {} of model file pages (largest tensor + conversion chunk)", full ? " + gradients" : "",
                                        mib(model_files)));
     if (resume_peak) row("resume", resume_peak, fmt::format("+ {} of mapped checkpoint files", mib(resume_files)));
     std::fprintf(out, "  %-16s %12s  (%s)\n", "expected peak", mib(peak).c_str(), peak_phase.c_str());
@@ -284,6 +286,23 @@ bool parse_byte_size(const std::string& text, size_t* bytes) {
     else return false;
     *bytes = size_t(std::llround(v * mult));
     return true;
+}
+
+// The model files' pages resident at once while loading: the loader copies (or converts, or
+// quantises) one tensor at a time straight from the mapping and then drops that tensor's pages
+// (SafetensorsModel::release), so this is the largest tensor plus the f32 conversion chunk
+// (quant/convert_weight, 4 MiB at most) and its NF4 absmax list, not the size of the files.
+// Without readable weight files (a dry run on a folder that only has config.json) the largest
+// tensor of the config is assumed stored in f32.
+size_t resident_model_file_bytes(const std::string& dir, const ModelConfig& config) {
+    size_t largest = 0;
+    try {
+        SafetensorsModel files(dir);  // headers only: no tensor page is touched
+        for (const std::string& n : files.names()) largest = std::max(largest, files.get(n).nbytes);
+    } catch (const Error&) {
+        for (const auto& s : llama_tensor_specs(config)) largest = std::max(largest, spec_numel(s) * sizeof(float));
+    }
+    return largest + (size_t(4) << 20) + largest / 64;
 }
 
 }  // namespace tuner

@@ -71,7 +71,9 @@ struct MemoryPlanRequest {
     int64_t grad_accum = 1;
     int threads = 1;                 // kernel scratch is per thread
     int64_t eval_max_new_tokens = 0; // > 0: eval prompts are generated (a small KV cache)
-    size_t model_file_bytes = 0;     // safetensors files of the model (mapped while loading)
+    size_t model_file_bytes = 0;     // model file pages resident at once while loading (the loader
+                                     // drops each tensor's pages after copying it: the largest
+                                     // tensor + conversion chunk, see trainer.cpp)
     size_t resume_file_bytes = 0;    // checkpoint files (mapped while resuming; 0 = no resume)
     size_t base_rss = 0;             // measured RSS now (0: kProgramBytes)
     size_t peak_rss_so_far = 0;      // VmHWM now (data preparation may have peaked higher)
@@ -115,5 +117,9 @@ void check_memory_fits(const TrainMemoryPlan& plan, size_t limit, const std::str
 // "8GiB", "512 MiB", "2G", "1.5GB", "1000000": binary units for K/M/G/T, KiB/MiB/GiB/TiB,
 // decimal for KB/MB/GB/TB, plain bytes without a unit. Returns false on anything else.
 bool parse_byte_size(const std::string& text, size_t* bytes);
+
+// Model file pages resident at once while an HF folder loads (MemoryPlanRequest::model_file_bytes):
+// the largest tensor + the conversion chunk, from the safetensors headers (no tensor data read).
+size_t resident_model_file_bytes(const std::string& dir, const ModelConfig& config);
 
 }  // namespace tuner

@@ -14,7 +14,9 @@
 #include "infer/prompt.h"
 #include "infer/sampling.h"
 #include "io/peft.h"
+#include "io/safetensors.h"
 #include "io/tokenizer_files.h"
+#include "models/llama_tensors.h"
 #include "models/llama.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
@@ -115,7 +117,7 @@ TrainMemoryPlan plan_run_memory(const TrainConfig& cfg, int B, int T, const std:
     r.grad_accum = s.grad_accum;
     r.threads = num_threads();
     r.eval_max_new_tokens = cfg.eval_prompts.empty() ? 0 : cfg.eval_max_new_tokens;
-    r.model_file_bytes = file_bytes(cfg.model, ".safetensors");
+    r.model_file_bytes = resident_model_file_bytes(cfg.model, r.model);
     if (!resume.empty()) r.resume_file_bytes = file_bytes(resume, ".safetensors");
     r.base_rss = current_rss_bytes();
     r.peak_rss_so_far = peak_rss_bytes();
