@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/dtype.h"
 
@@ -30,7 +31,13 @@ namespace cpu {
 
 namespace cuda {
 #include "backend/kernel_table.inc"
-bool available();  // built with CUDA and a device is present
+// True when tuner was built with CUDA and a device that can run this build's kernels is
+// present. Otherwise false, and *why (when not null) says why in words a user can act on:
+// "tuner was built without CUDA ...", "cudaGetDeviceCount: no CUDA-capable device is
+// detected (cudaErrorNoDevice)", "device 0 (...) cannot run this build's kernels (compiled for
+// CUDA architectures 900) ...". Cached after the first call. The rest of the CUDA runtime (arenas, workspace, AdamW) is in
+// backend/cuda/cuda_backend.h.
+bool available(std::string* why = nullptr);
 }  // namespace cuda
 
 }  // namespace tuner

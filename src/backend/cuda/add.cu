@@ -1,10 +1,30 @@
-// CUDA residual add: not implemented yet; compiled in every build with nvcc so the backend never rots.
-// The CPU version (backend/cpu/add.cpp) is the reference it will be tested against.
+// Elementwise adds (residual connections): memory-bound grid-stride loops, one element per
+// thread per iteration. n floats each.
 #include "backend/cuda/cuda_common.h"
 #include "backend/kernels.h"
 
 namespace tuner::cuda {
 
-void add_forward(float*, const float*, const float*, int64_t) { not_implemented("add_forward"); }
-void add_inplace(float*, const float*, int64_t) { not_implemented("add_inplace"); }
+namespace {
+
+// out may alias a or b: each element is read before it is written by the same thread.
+__global__ void add_kernel(float* out, const float* a, const float* b, int64_t n) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        out[i] = a[i] + b[i];
+}
+
+void add_launch(const char* op, float* out, const float* a, const float* b, int64_t n) {
+    if (n <= 0) return;
+    add_kernel<<<grid_for(n, 256), 256, 0, context(op).stream>>>(out, a, b, n);
+    CUDA_LAUNCH_CHECK("add_kernel");
+}
+
+}  // namespace
+
+// out = a + b (out may alias a).
+void add_forward(float* out, const float* a, const float* b, int64_t n) { add_launch("add_forward", out, a, b, n); }
+
+// a += b.
+void add_inplace(float* a, const float* b, int64_t n) { add_launch("add_inplace", a, a, b, n); }
+
 }  // namespace tuner::cuda

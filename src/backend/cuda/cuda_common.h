@@ -1,24 +1,115 @@
-// Shared by the CUDA kernels: error checks that name the call site (llm.c's cudaCheck).
+// Internal to the CUDA backend (included by the .cu files only): call-site error checks (llm.c's
+// cudaCheck), the context (cuBLASLt handle, stream), the per-op workspace cursor, and small
+// device helpers (warp reductions, grid sizes).
 #pragma once
 
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
+#include "backend/cuda/cuda_backend.h"
 #include "core/error.h"
 
 namespace tuner::cuda {
 
+// "[cuda] src/backend/cuda/matmul.cu:88: cudaMemsetAsync(...): out of memory"
+[[noreturn]] void cuda_fail(const char* call, const char* file, int line, const char* what);
 inline void cuda_check(cudaError_t err, const char* call, const char* file, int line) {
-    if (err != cudaSuccess)
-        fail("[cuda] {}:{}: {} failed: {} ---> HINT: check the device is present and has free memory", file, line,
-             call, cudaGetErrorString(err));
+    if (err != cudaSuccess) cuda_fail(call, file, line, cudaGetErrorString(err));
 }
-
-// The CUDA backend is being built kernel by kernel (issue: CUDA backend); an op that is not
-// there yet says so instead of computing something wrong.
-[[noreturn]] inline void not_implemented(const char* op) {
-    fail("[cuda] {} has no CUDA implementation yet (use the CPU backend)", op);
+inline void cublas_check(cublasStatus_t st, const char* call, const char* file, int line) {
+    if (st != CUBLAS_STATUS_SUCCESS) cuda_fail(call, file, line, cublasLtGetStatusString(st));
 }
 
 }  // namespace tuner::cuda
 
 #define CUDA_CHECK(call) ::tuner::cuda::cuda_check((call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(call) ::tuner::cuda::cublas_check((call), #call, __FILE__, __LINE__)
+// After every kernel launch: a bad launch configuration is reported where it happened (errors
+// inside the kernel surface at the next synchronising call).
+#define CUDA_LAUNCH_CHECK(kernel) ::tuner::cuda::cuda_check(cudaGetLastError(), kernel, __FILE__, __LINE__)
+
+namespace tuner::cuda {
+
+// Created once by init() (first use), never destroyed before exit.
+struct Context {
+    int device = 0;
+    int sm_count = 0;
+    size_t smem_optin = 0;  // max dynamic shared memory per block after opting in
+    cublasLtHandle_t lt = nullptr;
+    void* lt_workspace = nullptr;  // cuBLASLt's own workspace (32 MiB, as NVIDIA recommends for Hopper)
+    size_t lt_workspace_bytes = 0;
+    cudaStream_t stream = 0;  // legacy default stream (see cuda_backend.h)
+};
+// init() on first call. An op passes its name, so that without a device the error names it:
+// "[cuda] rmsnorm_forward: no CUDA device: cudaGetDeviceCount: ...".
+Context& context(const char* op = nullptr);
+
+// A bump cursor over the reserved workspace for one op call. Each op first checks its planned
+// size (need) against the workspace, which gives the user a clear message; take() past the
+// plan is then a bug in a *_workspace_bytes planner and aborts.
+class Workspace {
+  public:
+    Workspace(const char* op, size_t need);
+    template <typename T>
+    T* take(size_t n) {
+        return static_cast<T*>(take_bytes(n * sizeof(T)));
+    }
+    void* take_bytes(size_t bytes);
+    size_t left() const { return cap_ - used_; }
+    // Scratch taken after mark() is reused once rewound (a chunk loop; stream order keeps the
+    // previous chunk's kernels ahead of the next chunk's writes).
+    size_t mark() const { return used_; }
+    void rewind(size_t mark) { used_ = mark; }
+
+  private:
+    uint8_t* base_ = nullptr;
+    size_t cap_ = 0, used_ = 0;
+};
+// Bytes a take of `bytes` consumes (aligned like DeviceArena views), for the planners.
+inline size_t ws_size(size_t bytes) { return (bytes + kDeviceAlign - 1) / kDeviceAlign * kDeviceAlign; }
+
+// ---- launch helpers -------------------------------------------------------------------------
+inline unsigned grid_for(int64_t n, int threads) {
+    const int64_t blocks = (n + threads - 1) / threads;
+    // Grid-stride loops cover the rest: 64k blocks keep every SM busy.
+    return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+
+#if defined(__CUDACC__)
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over a block of up to 1024 threads (blockDim.x a multiple of 32); every thread gets the
+// result. `shared` holds 32 floats. Starts and ends with a barrier, so it can be called in a loop.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    float t = lane < nwarps ? shared[lane] : 0.0f;
+    return warp_sum(t);
+}
+__device__ __forceinline__ float block_max(float v, float* shared) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    float t = lane < nwarps ? shared[lane] : -INFINITY;
+    return warp_max(t);
+}
+#endif
+
+}  // namespace tuner::cuda

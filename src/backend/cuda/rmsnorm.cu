@@ -1,12 +1,94 @@
-// CUDA RMSNorm: not implemented yet; compiled in every build with nvcc so the backend never rots.
-// The CPU version (backend/cpu/rmsnorm.cpp) is the reference it will be tested against.
+// RMSNorm (Llama): out = weight * (x / sqrt(mean(x^2) + eps)), f32 throughout like Hugging
+// Face's LlamaRMSNorm. x, out (N, C); weight (C); rstd (N).
+//
+// Forward and the dx part of the backward: one block of 256 threads per row (C is 576..8192
+// for the models we train: a warp per row would leave most of the GPU idle at small N and
+// take 256 iterations per lane at C = 8192); f32 partial sums per thread, then a warp-shuffle
+// tree. dweight (column sums over rows): blocks own 32 columns and their 16 warps split the
+// rows, then add their partial sums in a fixed order: deterministic, no atomics.
 #include "backend/cuda/cuda_common.h"
 #include "backend/kernels.h"
 
 namespace tuner::cuda {
 
-void rmsnorm_forward(float*, float*, const float*, const float*, int64_t, int64_t, float) { not_implemented("rmsnorm_forward"); }
-void rmsnorm_backward(float*, float*, const float*, const float*, const float*, const float*, int64_t, int64_t) {
-    not_implemented("rmsnorm_backward");
+namespace {
+
+constexpr int kRowThreads = 256;
+constexpr int kColWarps = 16;
+
+__global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, const float* weight, int64_t N,
+                                       int64_t C, float eps) {
+    __shared__ float shared[32];
+    for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+        const float* xr = x + n * C;
+        float ss = 0.0f;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+        ss = block_sum(ss, shared);
+        const float r = 1.0f / sqrtf(ss / float(C) + eps);
+        if (threadIdx.x == 0) rstd[n] = r;
+        float* yr = out + n * C;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) yr[c] = weight[c] * (xr[c] * r);
+    }
 }
+
+// With x_hat = x * rstd and g = weight * dout: dx = rstd * (g - x_hat * mean(g * x_hat)).
+__global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dout, const float* x, const float* weight,
+                                           const float* rstd, int64_t N, int64_t C) {
+    __shared__ float shared[32];
+    for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+        const float* xr = x + n * C;
+        const float* dr = dout + n * C;
+        const float r = rstd[n];
+        float dot = 0.0f;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dot += weight[c] * dr[c] * (xr[c] * r);
+        const float m = block_sum(dot, shared) / float(C);
+        float* o = dx + n * C;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r * (weight[c] * dr[c] - (xr[c] * r) * m);
+    }
+}
+
+// dweight (C) += sum over rows of dout * x * rstd. Block: 32 columns (lanes) x kColWarps warps
+// (rows warp, warp + kColWarps, ...).
+__global__ void rmsnorm_backward_dweight_kernel(float* dweight, const float* dout, const float* x, const float* rstd,
+                                                int64_t N, int64_t C) {
+    __shared__ float partial[kColWarps][33];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t c = int64_t(blockIdx.x) * 32 + lane;
+    float acc = 0.0f;
+    if (c < C)
+        for (int64_t n = warp; n < N; n += kColWarps) acc += dout[n * C + c] * (x[n * C + c] * rstd[n]);
+    partial[warp][lane] = acc;
+    __syncthreads();
+    if (warp == 0 && c < C) {
+        float s = 0.0f;
+        for (int w = 0; w < kColWarps; w++) s += partial[w][lane];
+        dweight[c] += s;
+    }
+}
+
+unsigned row_blocks(int64_t N) { return unsigned(N < 65535 ? N : 65535); }
+
+}  // namespace
+
+// x, out (N, C); weight (C); rstd (N) = 1 / sqrt(mean(x^2) + eps).
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weight, int64_t N, int64_t C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    cudaStream_t stream = context("rmsnorm_forward").stream;
+    rmsnorm_forward_kernel<<<row_blocks(N), kRowThreads, 0, stream>>>(out, rstd, x, weight, N, C, eps);
+    CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+}
+
+// dx (N, C) overwritten; dweight (C) += (skipped when null, a frozen norm).
+void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float* x, const float* weight,
+                      const float* rstd, int64_t N, int64_t C) {
+    if (N <= 0 || C <= 0) return;
+    cudaStream_t stream = context("rmsnorm_backward").stream;
+    rmsnorm_backward_dx_kernel<<<row_blocks(N), kRowThreads, 0, stream>>>(dx, dout, x, weight, rstd, N, C);
+    CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
+    if (!dweight) return;
+    const unsigned col_blocks = unsigned((C + 31) / 32);
+    rmsnorm_backward_dweight_kernel<<<col_blocks, 32 * kColWarps, 0, stream>>>(dweight, dout, x, rstd, N, C);
+    CUDA_LAUNCH_CHECK("rmsnorm_backward_dweight_kernel");
+}
+
 }  // namespace tuner::cuda

@@ -4,9 +4,13 @@
 
 namespace tuner::cuda {
 
-#define NO_CUDA(op) fail("[cuda] {}: tuner was built without CUDA (nvcc was not found at build time)", op)
+#define NO_CUDA(op) \
+    fail("[cuda] {}: tuner was built without CUDA (nvcc was not found at build time, or -DTUNER_CUDA=OFF)", op)
 
-bool available() { return false; }
+bool available(std::string* why) {
+    if (why) *why = "tuner was built without CUDA (nvcc was not found at build time, or -DTUNER_CUDA=OFF)";
+    return false;
+}
 
 void matmul_forward(float*, const float*, const WeightView&, const float*, int64_t, bool) { NO_CUDA("matmul_forward"); }
 void matmul_backward_input(float*, const float*, const WeightView&, int64_t, bool) { NO_CUDA("matmul_backward_input"); }
