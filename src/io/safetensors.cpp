@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "io/json_util.h"
+#include "io/mapped_pages.h"
 
 namespace tuner {
 
@@ -318,15 +319,7 @@ const SafetensorsTensor& SafetensorsModel::get(const std::string& name) const {
     return *t;
 }
 
-void SafetensorsModel::release(const SafetensorsTensor& t) const {
-    if (t.nbytes == 0) return;
-    // Whole pages around the tensor: neighbours' pages that get dropped too simply fault in
-    // again from the file when read (the mapping is read-only and never written).
-    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-    const uintptr_t begin = uintptr_t(t.data) / page * page;
-    const uintptr_t end = (uintptr_t(t.data) + t.nbytes + page - 1) / page * page;
-    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: failure is harmless
-}
+void SafetensorsModel::release(const SafetensorsTensor& t) const { release_mapped_pages(t.data, t.nbytes); }
 
 std::vector<std::string> SafetensorsModel::names() const {
     std::vector<std::string> out;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "io/mapped_pages.h"
 #include "models/llama.h"
 #include "models/llama_tensors.h"
 #include "nn/rope.h"
@@ -280,22 +281,13 @@ GgufWeight GgufModel::get(const std::string& hf_name) const {
     return w;
 }
 
-// ---- LlamaModel::load_gguf -------------------------------------------------------------------
-// As LlamaModel::load for an HF folder (same memory plan roles, same conversions), except that
-// each matrix of a frozen model is stored in its own GGUF type when that type is block-quantised.
-
-std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const ModelOptions& options) {
-    GgufModel g(path);
-    auto m = std::make_unique<LlamaModel>();
-    m->options = options;
-    if (options.lora) m->options.trainable = false;  // LoRA: the base is frozen
-    m->config = g.config();
-    const bool trainable = m->options.trainable;
-    if (dtype_is_quantized(options.weight_dtype))
-        fail("[model] {}: weight dtype {} is not a storage type for converted weights (use f32, bf16 or f16; GGUF "
-             "blocks are kept as they are in a frozen model)", path, dtype_name(options.weight_dtype));
-
-    const std::vector<TensorSpec> specs = llama_tensor_specs(m->config);
+std::vector<DType> plan_gguf_params(MemoryPlan& plan, const GgufModel& g, bool trainable, DType frozen_dtype,
+                                    const QuantOptions& quant) {
+    const std::string& path = g.path();
+    if (dtype_is_quantized(frozen_dtype) && frozen_dtype != DType::NF4)
+        fail("[model] {}: weight dtype {} is not a storage type for converted weights (use f32, bf16, f16 or nf4; "
+             "GGUF blocks are kept as they are in a frozen model)", path, dtype_name(frozen_dtype));
+    const std::vector<TensorSpec> specs = llama_tensor_specs(g.config());
     std::vector<DType> stored(specs.size());
     for (size_t i = 0; i < specs.size(); i++) {
         const TensorSpec& s = specs[i];
@@ -307,17 +299,31 @@ std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const
             stored[i] = DType::F32;  // trained weights, norms and biases: F32 (as load())
         else if (dtype_is_quantized(src))
             stored[i] = src;  // a frozen quantised matrix stays as its GGUF blocks
+        else if (frozen_dtype == DType::NF4 && (s.kind == TensorKind::Embedding || s.kind == TensorKind::Head))
+            stored[i] = DType::BF16;  // qlora keeps embeddings and head in bf16
         else
-            stored[i] = options.weight_dtype;
+            stored[i] = frozen_dtype;
+        const int64_t n = int64_t(spec_numel(s));
+        plan.add("weights", s.name, dtype_nbytes(stored[i], n, quant));
+        if (trainable) plan.add("grads", s.name, size_t(n) * sizeof(float));
     }
+    return stored;
+}
 
-    // Plan and allocate (the roles of LlamaModel::plan_params; sizes from each tensor's own dtype).
+// ---- LlamaModel::load_gguf -------------------------------------------------------------------
+// As LlamaModel::load for an HF folder (same memory plan roles, same conversions), except that
+// each matrix of a frozen model is stored in its own GGUF type when that type is block-quantised.
+
+std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const ModelOptions& options) {
+    GgufModel g(path);
+    auto m = std::make_unique<LlamaModel>();
+    m->options = options;
+    if (options.lora) m->options.trainable = false;  // LoRA: the base is frozen
+    m->config = g.config();
+    const bool trainable = m->options.trainable;
+    const std::vector<TensorSpec> specs = llama_tensor_specs(m->config);
     m->layers.assign(size_t(m->config.num_layers), LlamaLayer{});
-    for (size_t i = 0; i < specs.size(); i++) {
-        const int64_t n = int64_t(spec_numel(specs[i]));
-        m->plan_.add("weights", specs[i].name, dtype_nbytes(stored[i], n));
-        if (trainable) m->plan_.add("grads", specs[i].name, size_t(n) * sizeof(float));
-    }
+    const std::vector<DType> stored = plan_gguf_params(m->plan_, g, trainable, options.weight_dtype, options.quant);
     m->weights_ = Arena("weights", m->plan_.role_bytes("weights"));
     if (trainable) m->grads_ = Arena("grads", m->plan_.role_bytes("grads"));
     const std::vector<Param*> params = m->params();  // in spec order
@@ -326,8 +332,8 @@ std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const
         const TensorSpec& s = specs[i];
         Param* p = params[i];
         p->name = s.name;
-        p->value = Tensor::view(m->weights_.alloc(dtype_nbytes(stored[i], int64_t(spec_numel(s)))), stored[i],
-                                s.shape);
+        p->value = Tensor::view(m->weights_.alloc(dtype_nbytes(stored[i], int64_t(spec_numel(s)), options.quant)),
+                                stored[i], s.shape);
         if (trainable) p->grad = m->grads_.alloc_tensor(DType::F32, s.shape);
     }
     if (m->config.tie_word_embeddings) {
@@ -349,7 +355,10 @@ std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const
         // Same dtype: a copy; else F16 <-> BF16, F32 -> low precision or GGUF blocks -> F32
         // through a small f32 chunk (quant/quant.h).
         const int64_t n = int64_t(spec_numel(s)), cols = s.shape.back(), rows = cols > 0 ? n / cols : 0;
-        if (n > 0) convert_weight(params[i]->value.data, params[i]->value.dtype, WeightView{w.bytes(), w.dtype, rows, cols});
+        if (n > 0)
+            convert_weight(params[i]->value.data, params[i]->value.dtype, WeightView{w.bytes(), w.dtype, rows, cols},
+                           options.quant);
+        release_mapped_pages(w.data, w.nbytes);  // RSS holds one tensor of the file at a time
     }
     m->inv_freq_ = rope_inv_freq(m->config);
     if (options.lora) m->enable_lora(*options.lora);

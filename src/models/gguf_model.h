@@ -31,6 +31,10 @@
 //   GgufWeight w = g.get("model.layers.0.self_attn.q_proj.weight");   // dtype Q8_0, shape (QD, C)
 #pragma once
 
+#include "quant/quant.h"
+
+#include "core/arena.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -80,6 +84,14 @@ class GgufModel {
     ModelConfig config_;
     bool permuted_qk_ = false;  // `llama`: Q and K rows are in llama.cpp's interleaved order
 };
+
+// How a model loaded from this file stores each tensor of llama_tensor_specs(g.config()) (in spec
+// order): F32 when trained and for norms and biases; a frozen block-quantised matrix keeps its
+// GGUF type; other frozen matrices get frozen_dtype, except that an NF4 base (qlora) keeps
+// embeddings and lm_head in BF16. Adds each tensor's bytes to plan's "weights" (and "grads" when
+// trainable), as LlamaModel::plan_params does for HF folders; load_gguf allocates with it.
+std::vector<DType> plan_gguf_params(MemoryPlan& plan, const GgufModel& g, bool trainable, DType frozen_dtype,
+                                    const QuantOptions& quant = {});
 
 // Un-permutes the rows of a Q or K projection (or bias) from llama.cpp's interleaved RoPE order
 // to HF's rotate-half order: HF row h*HD + i*HD/2 + j is stored as row h*HD + 2j + i, with HD =

@@ -7,7 +7,9 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
+#include "models/gguf_model.h"
 #include "models/llama.h"
 #include "models/llama_tensors.h"
 
@@ -71,7 +73,10 @@ TrainMemoryPlan plan_training_memory(const MemoryPlanRequest& r) {
     const LoraConfig* lora = full ? nullptr : &*r.lora;
 
     // The model's own plan: exactly what load + enable_lora + prepare(B, T, true) allocate.
-    LlamaModel::plan_params(p.model, r.model, full, frozen, r.quant);
+    if (!r.gguf_path.empty())
+        plan_gguf_params(p.model, GgufModel(r.gguf_path), full, frozen, r.quant);
+    else
+        LlamaModel::plan_params(p.model, r.model, full, frozen, r.quant);
     if (lora) LlamaModel::plan_adapters(p.model, r.model, *lora);
     ActivationPlanOptions ao;
     ao.training = true;
@@ -296,6 +301,11 @@ bool parse_byte_size(const std::string& text, size_t* bytes) {
 // tensor of the config is assumed stored in f32.
 size_t resident_model_file_bytes(const std::string& dir, const ModelConfig& config) {
     size_t largest = 0;
+    if (is_gguf_path(dir)) {
+        GgufFile g(dir);  // header and tensor infos only
+        for (const GgufTensor& t : g.tensors()) largest = std::max(largest, t.nbytes);
+        return largest + (size_t(4) << 20) + largest / 64;
+    }
     try {
         SafetensorsModel files(dir);  // headers only: no tensor page is touched
         for (const std::string& n : files.names()) largest = std::max(largest, files.get(n).nbytes);

@@ -60,6 +60,8 @@ constexpr size_t kRuntimeBytesPerThread = size_t(256) << 10;
 
 struct MemoryPlanRequest {
     ModelConfig model;
+    std::string gguf_path;           // a .gguf model: weights planned per tensor from its types
+                                     // (plan_gguf_params) instead of from the config alone
     std::string method = "lora";    // full | lora | qlora
     // Storage of the frozen base (lora: F32 or BF16; qlora: NF4, whose bytes the model plans as
     // n/2 + one f32 absmax per 64). Ignored for full fine-tuning (trained weights are F32).
@@ -120,6 +122,7 @@ bool parse_byte_size(const std::string& text, size_t* bytes);
 
 // Model file pages resident at once while an HF folder loads (MemoryPlanRequest::model_file_bytes):
 // the largest tensor + the conversion chunk, from the safetensors headers (no tensor data read).
+// A .gguf path: its largest tensor + the conversion chunk.
 size_t resident_model_file_bytes(const std::string& dir, const ModelConfig& config);
 
 }  // namespace tuner

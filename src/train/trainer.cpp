@@ -13,11 +13,14 @@
 #include "data/dataset.h"
 #include "infer/prompt.h"
 #include "infer/sampling.h"
+#include "io/gguf.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "io/tokenizer_files.h"
-#include "models/llama_tensors.h"
+#include "models/gguf_export.h"
+#include "models/gguf_model.h"
 #include "models/llama.h"
+#include "models/llama_tensors.h"
 #include "tokenizer/tokenizer.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
@@ -100,7 +103,12 @@ size_t file_bytes(const std::string& dir, const std::string& ext) {
 TrainMemoryPlan plan_run_memory(const TrainConfig& cfg, int B, int T, const std::string& resume) {
     const TrainSettings& s = cfg.train;
     MemoryPlanRequest r;
-    r.model = load_config((fs::path(cfg.model) / "config.json").string());
+    if (is_gguf_path(cfg.model)) {
+        r.gguf_path = cfg.model;
+        r.model = GgufModel(cfg.model).config();
+    } else {
+        r.model = load_config((fs::path(cfg.model) / "config.json").string());
+    }
     r.method = cfg.method;
     r.base_dtype = cfg.base_dtype == "bf16" ? DType::BF16 : cfg.base_dtype == "nf4" ? DType::NF4 : DType::F32;
     r.quant.nf4_double_quant = cfg.double_quant;
@@ -160,8 +168,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
     const TrainSettings& s = cfg.train;
 
     // ---- data and tokenizer -------------------------------------------------------------------
-    if (!fs::is_directory(cfg.model))
-        fail("[train] {}: model folder not found ({}: model)", cfg.model, cfg.file.file);
+    const bool gguf = is_gguf_path(cfg.model);
+    if (gguf ? !fs::is_regular_file(cfg.model) : !fs::is_directory(cfg.model))
+        fail("[train] {}: model {} not found ({}: model)", cfg.model, gguf ? "file" : "folder", cfg.file.file);
     DataConfig dc = data_config_from_yaml(ConfigView(cfg.file).child("data"));
     const std::string tok_path = tokenizer_path_for(dc, cfg.model);
     auto tok = Tokenizer::load(tok_path);
@@ -375,8 +384,15 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
     } else {
         result.result_dir = (fs::path(cfg.output_dir) / "model").string();
         model->save(result.result_dir, DType::F32);
-        for (const auto& f : read_tokenizer_files_info(cfg.model).files)
-            fs::copy_file(fs::path(cfg.model) / f, fs::path(result.result_dir) / f, fs::copy_options::overwrite_existing);
+        if (is_gguf_path(cfg.model)) {  // the vocabulary inside the GGUF, as tokenizer.json
+            std::string note;
+            write_hf_tokenizer_from_gguf(GgufFile(cfg.model), result.result_dir, &note);
+            if (!note.empty()) std::printf("%s\n", note.c_str());
+        } else {
+            for (const auto& f : read_tokenizer_files_info(cfg.model).files)
+                fs::copy_file(fs::path(cfg.model) / f, fs::path(result.result_dir) / f,
+                              fs::copy_options::overwrite_existing);
+        }
     }
     auto recs = read_metrics((fs::path(cfg.output_dir) / "metrics.jsonl").string());
     write_loss_svg((fs::path(cfg.output_dir) / "loss.svg").string(), recs,
