@@ -25,15 +25,15 @@
 #include "tokenizer/tokenizer.h"
 
 using namespace tuner;
+using tuner::testing::check_vectors;
 using tuner::testing::error_of;
+using tuner::testing::logits_of;
+using tuner::testing::max_abs_diff;
+using tuner::testing::read_file;
+using tuner::testing::read_vectors;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_all(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 void write_all(const std::string& path, const std::string& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -164,86 +164,7 @@ GgufBuilder small_builder() {
     return b;
 }
 
-// ---- tokenizer vectors (llama.cpp's test-tokenizer-0 format; see test_tokenizer.cpp) ---------
-
-struct Vector {
-    std::string text;
-    std::vector<int32_t> ids;
-};
-
-std::vector<Vector> read_vectors(const std::string& data, const std::string& name) {
-    std::string inp = read_all(data + "/vectors/ggml-vocab-" + name + ".gguf.inp");
-    std::string out = read_all(data + "/vectors/ggml-vocab-" + name + ".gguf.out");
-    const std::string sep = "\n__ggml_vocab_test__\n";
-    std::vector<std::string> texts;
-    size_t pos = 0;
-    while (pos < inp.size()) {
-        size_t next = inp.find(sep, pos);
-        if (next == std::string::npos) {
-            texts.push_back(inp.substr(pos));
-            break;
-        }
-        texts.push_back(inp.substr(pos, next - pos));
-        pos = next + sep.size();
-    }
-    std::vector<Vector> v;
-    size_t line_start = 0, i = 0;
-    while (line_start < out.size() && i < texts.size()) {
-        size_t nl = out.find('\n', line_start);
-        if (nl == std::string::npos) nl = out.size();
-        Vector x;
-        x.text = texts[i++];
-        size_t p = line_start;
-        while (p < nl) {
-            while (p < nl && out[p] == ' ') p++;
-            if (p >= nl) break;
-            size_t q = p;
-            while (q < nl && out[q] != ' ') q++;
-            x.ids.push_back(std::stoi(out.substr(p, q - p)));
-            p = q;
-        }
-        v.push_back(std::move(x));
-        line_start = nl + 1;
-    }
-    return v;
-}
-
-std::string show_ids(const std::vector<int32_t>& ids) {
-    std::string s;
-    for (int32_t id : ids) s += " " + std::to_string(id);
-    return s;
-}
-
-std::string escape(const std::string& s) {
-    std::string o;
-    for (unsigned char ch : s) {
-        if (ch == '\n') o += "\\n";
-        else if (ch == '\t') o += "\\t";
-        else if (ch < 0x20) o += fmt::format("\\x{:02x}", ch);
-        else o.push_back(char(ch));
-    }
-    return o;
-}
-
 // ---- models ----------------------------------------------------------------------------------
-
-std::vector<float> logits_of(LlamaModel& m, const std::vector<int32_t>& tokens) {
-    m.prepare(1, int(tokens.size()), false);
-    Batch b;
-    b.B = 1;
-    b.T = int(tokens.size());
-    b.tokens = tokens.data();
-    std::vector<float> out(tokens.size() * size_t(m.config.vocab_size));
-    m.logits(b, out.data());
-    return out;
-}
-
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-    EXPECT_EQ(a.size(), b.size());
-    float d = 0;
-    for (size_t i = 0; i < a.size() && i < b.size(); i++) d = std::max(d, std::fabs(a[i] - b[i]));
-    return d;
-}
 
 // llama.cpp's convert_hf_to_gguf.py permutation of Q/K rows (the inverse of gguf_unpermute_rows).
 std::vector<float> permute_rows(const std::vector<float>& w, int64_t rows, int64_t cols, int64_t n_head) {
@@ -558,15 +479,7 @@ TEST(GgufTokenizer, VocabularyFilesMatchReferenceVectors) {
             continue;
         }
         auto tok = load_gguf_tokenizer(gguf);
-        size_t ok = 0;
-        for (const Vector& v : vectors) {
-            std::vector<int32_t> ids = tok->encode(v.text, false);
-            if (ids == v.ids) ok++;
-            else
-                ADD_FAILURE() << name << ": \"" << escape(v.text) << "\"\n  expected:" << show_ids(v.ids)
-                              << "\n  got:     " << show_ids(ids);
-        }
-        std::printf("[ vectors  ] %s: %zu/%zu strings match (%s)\n", name, ok, vectors.size(), tok->describe().c_str());
+        check_vectors(*tok, vectors, name, "(" + tok->describe() + ")");
         checked++;
     }
     EXPECT_EQ(checked, 9u);
@@ -583,7 +496,7 @@ TEST(GgufTokenizer, Llama3AndQwen2WrittenAsGgufMatchReferenceVectors) {
         const char* pre;
     };
     for (const Case& k : {Case{"llama-bpe", "tokenizers/llama3-hf", "llama-bpe"}, Case{"qwen2", "tokenizers/qwen2.5-hf", "qwen2"}}) {
-        nlohmann::json j = nlohmann::json::parse(read_all(data + "/" + k.dir + "/tokenizer.json"));
+        nlohmann::json j = nlohmann::json::parse(read_file(data + "/" + k.dir + "/tokenizer.json"));
         std::vector<std::string> tokens;
         std::vector<int32_t> types;
         auto put = [&](const std::string& t, int64_t id, int32_t type) {
@@ -612,15 +525,7 @@ TEST(GgufTokenizer, Llama3AndQwen2WrittenAsGgufMatchReferenceVectors) {
         auto tok = load_gguf_tokenizer(g);
         auto vectors = read_vectors(data, k.vectors);
         ASSERT_EQ(vectors.size(), 46u);
-        size_t ok = 0;
-        for (const Vector& v : vectors) {
-            std::vector<int32_t> ids = tok->encode(v.text, false);
-            if (ids == v.ids) ok++;
-            else
-                ADD_FAILURE() << k.vectors << ": \"" << escape(v.text) << "\"\n  expected:" << show_ids(v.ids)
-                              << "\n  got:     " << show_ids(ids);
-        }
-        std::printf("[ vectors  ] %s (GGUF written from %s): %zu/%zu strings match\n", k.vectors, k.dir, ok, vectors.size());
+        check_vectors(*tok, vectors, k.vectors, std::string("(GGUF written from ") + k.dir + ")");
     }
 }
 
@@ -659,7 +564,7 @@ TEST(GgufTokenizer, Stories260KMatchesItsTokenizerJson) {
     auto g = load_gguf_tokenizer(data + "/stories260K/stories260K.gguf");
     auto hf = Tokenizer::load(data + "/stories260K/hf");
     EXPECT_EQ(g->encode("Once upon a time", true), (std::vector<int32_t>{1, 403, 407, 261, 378}));
-    std::string text = read_all(data + "/stories260K/expected_greedy_output_200steps.txt");
+    std::string text = read_file(data + "/stories260K/expected_greedy_output_200steps.txt");
     for (const std::string& s : {text, std::string("Héllo wörld 🦙\n\n  tabs\tand  spaces"), std::string(" x")})
         EXPECT_EQ(g->encode(s, true), hf->encode(s, true)) << s;
 }

@@ -36,14 +36,13 @@
 
 using namespace tuner;
 using tuner::testing::error_of;
+using tuner::testing::logits_of;
+using tuner::testing::max_abs_diff;
+using tuner::testing::read_file;
+using tuner::testing::read_vector_texts;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_all(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // ---- an independent minimal GGUF parser (ggml docs/gguf.md), sharing nothing with io/gguf ----
 
@@ -130,24 +129,6 @@ MiniGguf mini_parse(const std::string& bytes) {
 }
 
 // ---- models ---------------------------------------------------------------------------------
-
-std::vector<float> logits_of(LlamaModel& m, const std::vector<int32_t>& tokens) {
-    m.prepare(1, int(tokens.size()), false);
-    Batch b;
-    b.B = 1;
-    b.T = int(tokens.size());
-    b.tokens = tokens.data();
-    std::vector<float> out(tokens.size() * size_t(m.config.vocab_size));
-    m.logits(b, out.data());
-    return out;
-}
-
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-    EXPECT_EQ(a.size(), b.size());
-    float d = 0;
-    for (size_t i = 0; i < a.size() && i < b.size(); i++) d = std::max(d, std::fabs(a[i] - b[i]));
-    return d;
-}
 
 // Every parameter of a model as f32 (dequantised when stored as blocks), by name.
 std::map<std::string, std::vector<float>> params_f32(LlamaModel& m) {
@@ -259,24 +240,6 @@ std::map<std::string, int> check_within_bounds(const std::string& gguf_path, Lla
     return types;
 }
 
-// llama.cpp's test-tokenizer-0 strings (.inp: each followed by "\n__ggml_vocab_test__\n").
-std::vector<std::string> read_vector_texts(const std::string& data, const std::string& name) {
-    std::string inp = read_all(data + "/vectors/ggml-vocab-" + name + ".gguf.inp");
-    const std::string sep = "\n__ggml_vocab_test__\n";
-    std::vector<std::string> texts;
-    size_t pos = 0;
-    while (pos < inp.size()) {
-        size_t next = inp.find(sep, pos);
-        if (next == std::string::npos) {
-            texts.push_back(inp.substr(pos));
-            break;
-        }
-        texts.push_back(inp.substr(pos, next - pos));
-        pos = next + sep.size();
-    }
-    return texts;
-}
-
 // A PEFT adapter for `model_dir` with non-zero B (a fresh adapter would merge to nothing).
 std::string make_adapter(const std::string& model_dir, bool rslora, uint64_t seed) {
     ModelOptions o;
@@ -343,7 +306,7 @@ TEST(GgufWriter, LayoutMatchesTheSpecByteForByte) {
         EXPECT_EQ(w.file_size(), fs::file_size(path));
     }
     EXPECT_FALSE(fs::exists(path + ".tmp"));
-    const std::string bytes = read_all(path);
+    const std::string bytes = read_file(path);
 
     // Independent parse: header, first KV, every KV skipped by its type, the tensor infos.
     MiniGguf m = mini_parse(bytes);
@@ -423,7 +386,7 @@ TEST(GgufWriter, AnotherAlignmentIsRecorded) {
         w.write("b", b.data(), 42);
         w.finish();
     }
-    MiniGguf m = mini_parse(read_all(path));
+    MiniGguf m = mini_parse(read_file(path));
     EXPECT_EQ(m.keys[0], "general.alignment");  // first, so readers know it before the data
     EXPECT_EQ(m.infos[1].offset, 64u);
     EXPECT_EQ(m.infos[1].type, 30u);  // GGML_TYPE_BF16
@@ -458,7 +421,7 @@ TEST(GgufWriter, FailuresLeaveNoFile) {
     } catch (const std::runtime_error&) {
     }
     EXPECT_FALSE(fs::exists(path + ".tmp"));
-    EXPECT_EQ(read_all(path), "previous");
+    EXPECT_EQ(read_file(path), "previous");
     // A read-only folder (root ignores permissions, so only as another user).
     if (geteuid() != 0) {
         fs::create_directory(dir + "/ro");
@@ -543,7 +506,7 @@ TEST(GgufExport, Stories260KFloatTypesLoadBackExactly) {
         EXPECT_FALSE(fs::exists(out + ".tmp"));
 
         // Our own parse of the header, then the reader's checks and config.
-        MiniGguf m = mini_parse(read_all(out));
+        MiniGguf m = mini_parse(read_file(out));
         EXPECT_EQ(m.version, 3u);
         EXPECT_EQ(m.n_tensors, uint64_t(r.tensors));
         EXPECT_EQ(m.first_key, "general.architecture");
@@ -820,7 +783,7 @@ TEST(GgufExport, TokenizersAsGgufMetadataEncodeLikeTheirTokenizerJson) {
         }
         EXPECT_EQ(same, n);
         if (k.vectors == "qwen2") {
-            const nlohmann::json cfg = nlohmann::json::parse(read_all(qwen_instruct + "/tokenizer_config.json"));
+            const nlohmann::json cfg = nlohmann::json::parse(read_file(qwen_instruct + "/tokenizer_config.json"));
             EXPECT_EQ(f.get_string("tokenizer.chat_template"), cfg["chat_template"].get<std::string>());
             EXPECT_EQ(f.get_u32("tokenizer.ggml.padding_token_id"), 151643u);
         }
@@ -852,7 +815,7 @@ TEST(GgufExport, AdapterMergedOnExportEqualsTunerMerge) {
             EXPECT_EQ(std::memcmp(ta.data, tb->data, ta.nbytes), 0) << ta.name;
         }
         // The whole file is the same, metadata included.
-        EXPECT_EQ(read_all(dir + "/a.gguf"), read_all(dir + "/b.gguf"));
+        EXPECT_EQ(read_file(dir + "/a.gguf"), read_file(dir + "/b.gguf"));
     }
     // The adapter changed the model.
     auto base = LlamaModel::load(hf_dir, {}), merged = LlamaModel::load(dir + "/b.gguf", {});
@@ -875,7 +838,7 @@ TEST(GgufExport, LoraAdapterAsLlamaCppLoadsIt) {
         GgufLoraExportReport r = export_gguf_lora(adapter, "", out);
         EXPECT_EQ(r.pairs, 5 * 7);
         EXPECT_EQ(r.r, 4);
-        const MiniGguf m = mini_parse(read_all(out));
+        const MiniGguf m = mini_parse(read_file(out));
         EXPECT_EQ(m.first_key, "general.architecture");
         EXPECT_EQ(m.first_string, "llama");
         GgufFile f(out);
@@ -922,14 +885,14 @@ TEST(GgufExport, LoraAdapterAsLlamaCppLoadsIt) {
     }
     // An adapter whose recorded base is not a local folder needs --base.
     const std::string adapter = make_adapter(hf_dir, false, 3);
-    nlohmann::json cfg = nlohmann::json::parse(read_all(adapter + "/adapter_config.json"));
+    nlohmann::json cfg = nlohmann::json::parse(read_file(adapter + "/adapter_config.json"));
     cfg["base_model_name_or_path"] = "someone/some-model";
     std::ofstream(adapter + "/adapter_config.json") << cfg.dump();
     EXPECT_CONTAINS(error_of([&] { export_gguf_lora(adapter, "", dir + "/x.gguf"); }), "pass --base MODEL_DIR");
     EXPECT_NO_THROW(export_gguf_lora(adapter, hf_dir, dir + "/x.gguf"));
     // A GGUF base (an adapter trained on llama.cpp's stories260K.gguf) gives the same file.
     export_gguf_lora(adapter, data + "/stories260K/stories260K.gguf", dir + "/z.gguf");
-    EXPECT_EQ(read_all(dir + "/x.gguf"), read_all(dir + "/z.gguf"));
+    EXPECT_EQ(read_file(dir + "/x.gguf"), read_file(dir + "/z.gguf"));
     // An adapter for another model: the shapes say so, and nothing is written.
     ModelConfig other = random_config("llama", 32, 96, 512);
     const std::string other_dir = random_hf_folder(other, 1);
@@ -1070,7 +1033,7 @@ TEST(GgufExportCli, ExportsAndFailsCleanly) {
     EXPECT_EQ(rc, 1) << out;
     EXPECT_CONTAINS(out, "error: [gguf] " + dir + "/full.gguf.tmp: write failed (File too large");
     EXPECT_FALSE(fs::exists(dir + "/full.gguf.tmp"));
-    EXPECT_EQ(read_all(dir + "/full.gguf"), "older");
+    EXPECT_EQ(read_file(dir + "/full.gguf"), "older");
     rc = tuner::testing::run_command(exe + " export " + hf_dir + " --format gguf " + dir + "/no/such/dir/x.gguf", &out);
     EXPECT_EQ(rc, 1);
     EXPECT_CONTAINS(out, "error: [gguf] " + dir + "/no/such/dir/x.gguf.tmp: cannot create (No such file or directory)");

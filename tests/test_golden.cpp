@@ -29,7 +29,6 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <sys/stat.h>
 
 #include "io/safetensors.h"
 #include "models/llama.h"
@@ -61,73 +60,11 @@ const char* const kCases[] = {"llama_gqa",           "llama_tied_mha", "qwen2_bi
                               "mistral_linear_rope", "packed",         "bf16_weights"};
 
 // ---- generating the goldens once ------------------------------------------------------------
-// ctest runs every test in its own process, so the goldens are cached in the build folder under
-// a hash of the script: golden-ref/<hash>/. A process that finds no cache generates into a fresh
-// temporary folder and renames it into place; when several race, one rename wins and the others
-// use the winner's folder (the script is deterministic, so all copies are identical).
-struct GoldenRoot {
-    std::string dir;    // folder with one subfolder per case
-    std::string skip;   // non-empty: why the tests are skipped
-    std::string error;  // non-empty: the script failed (a test failure, not a skip)
-};
-
-bool is_dir(const std::string& path) {
-    struct stat st;
-    return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-const GoldenRoot& golden_root() {
-    static const GoldenRoot root = [] {
-        GoldenRoot r;
-        const std::string script = TUNER_SOURCE_DIR "/tests/ref/llama_ref.py";
-        std::ifstream in(script, std::ios::binary);
-        std::stringstream text;
-        text << in.rdbuf();
-        if (!in) {
-            r.error = "cannot read " + script;
-            return r;
-        }
-        const std::string cache_parent = TUNER_BINARY_DIR "/golden-ref";
-        const std::string cache = fmt::format("{}/{:016x}", cache_parent, std::hash<std::string>{}(text.str()));
-        if (is_dir(cache)) {
-            r.dir = cache;
-            return r;
-        }
-        const char* env = std::getenv("TUNER_PYTHON");
-        std::string python = env && *env ? env : "/usr/bin/python3";
-        std::string out;
-        if (tuner::testing::run_command("test -x " + python, &out) != 0) {
-            r.skip = python + " not found: the golden tests need Python with torch (apt install python3-torch)";
-            return r;
-        }
-        if (tuner::testing::run_command(python + " -c 'import torch, numpy'", &out) != 0) {
-            r.skip = python + " cannot import torch and numpy (apt install python3-torch python3-numpy): " + out;
-            return r;
-        }
-        // Generate beside the cache (same file system), then rename(2), which is atomic.
-        mkdir(cache_parent.c_str(), 0755);
-        std::string tmpl = cache_parent + "/tmp-XXXXXX";
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (!mkdtemp(buf.data())) {
-            r.error = "cannot create a folder in " + cache_parent;
-            return r;
-        }
-        std::string tmp = buf.data();
-        std::string cmd = python + " " + script + " --out " + tmp;
-        if (tuner::testing::run_command(cmd, &out) != 0) {
-            r.error = "`" + cmd + "` failed:\n" + out;
-            return r;
-        }
-        std::printf("[golden] %s\n%s", cmd.c_str(), out.c_str());
-        if (std::rename(tmp.c_str(), cache.c_str()) == 0) {
-            r.dir = cache;
-        } else {
-            r.dir = is_dir(cache) ? cache : tmp;  // another process won the race
-            if (r.dir == cache) tuner::testing::run_command("rm -rf " + tmp, &out);
-        }
-        return r;
-    }();
+// Cached in BUILD/golden-ref/<hash of the script>/ (tuner::testing::run_ref_script).
+const tuner::testing::RefOutput& golden_root() {
+    static const tuner::testing::RefOutput root =
+        tuner::testing::run_ref_script(TUNER_SOURCE_DIR "/tests/ref/llama_ref.py", {}, TUNER_BINARY_DIR "/golden-ref",
+                                       "the golden tests", "golden");
     return root;
 }
 
@@ -331,7 +268,7 @@ std::string case_dir(const std::string& name) { return golden_root().dir + "/" +
 
 #define GOLDEN_PRECONDITIONS()                                              \
     do {                                                                    \
-        const GoldenRoot& root = golden_root();                             \
+        const tuner::testing::RefOutput& root = golden_root();                             \
         if (!root.skip.empty()) GTEST_SKIP() << root.skip;                  \
         ASSERT_TRUE(root.error.empty()) << root.error;                      \
     } while (0)

@@ -14,8 +14,6 @@
 // BUILD/lora-ref/<hash of lora_ref.py and llama_ref.py>/.
 #include <gtest/gtest.h>
 
-#include <sys/stat.h>
-
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -37,6 +35,7 @@
 namespace {
 
 using namespace tuner;
+using tuner::testing::read_file;
 namespace fs = std::filesystem;
 
 // ---- tiny models --------------------------------------------------------------------------
@@ -128,13 +127,6 @@ double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
     double m = 0;
     for (size_t i = 0; i < a.size(); i++) m = std::max(m, double(std::fabs(a[i] - b[i])));
     return m;
-}
-
-std::string read_text(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
 }
 
 // Expects a tuner::Error whose message contains every one of `parts`.
@@ -310,7 +302,7 @@ TEST(Lora, SaveLoadRoundTripsBitExactly) {
     EXPECT_FALSE(fs::exists(dir + "/adapter_config.json.tmp"));
 
     // adapter_config.json: PEFT's keys and values.
-    nlohmann::json j = nlohmann::json::parse(read_text(dir + "/adapter_config.json"));
+    nlohmann::json j = nlohmann::json::parse(read_file(dir + "/adapter_config.json"));
     EXPECT_EQ(j["peft_type"], "LORA");
     EXPECT_EQ(j["task_type"], "CAUSAL_LM");
     EXPECT_EQ(j["r"], 4);
@@ -409,7 +401,7 @@ TEST(Lora, LoadErrorsNameFileAndTensor) {
     auto m2 = frozen_model(tiny_config(), 15);
     expect_error([&] { load_peft_adapter(*m2, dir + "/nope"); }, {"nope", "adapter_config.json"});
     // DoRA, a trained bias, a non-LoRA tensor.
-    nlohmann::json j = nlohmann::json::parse(read_text(dir + "/adapter_config.json"));
+    nlohmann::json j = nlohmann::json::parse(read_file(dir + "/adapter_config.json"));
     auto write_cfg = [&](const nlohmann::json& x) { std::ofstream(dir + "/adapter_config.json") << x.dump(2); };
     nlohmann::json dora = j;
     dora["use_dora"] = true;
@@ -476,7 +468,7 @@ TEST(LoraMerge, MergedEqualsUnmerged) {
     for (const char* file : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                              "generation_config.json"})
         EXPECT_TRUE(fs::exists(out + "/" + file)) << file;
-    EXPECT_EQ(read_text(out + "/tokenizer.json"), read_text(f.base_dir + "/tokenizer.json"));
+    EXPECT_EQ(read_file(out + "/tokenizer.json"), read_file(f.base_dir + "/tokenizer.json"));
     // Untouched tensors are copied byte for byte.
     SafetensorsFile a(f.base_dir + "/model.safetensors"), b(out + "/model.safetensors");
     for (const char* n : {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.bias", "model.norm.weight"})
@@ -493,7 +485,7 @@ TEST(LoraMerge, CommandLineBf16) {
     int rc = tuner::testing::run_command(
         fmt::format("{} merge {} {} {} --dtype bf16", tuner::testing::tuner_exe(), f.base_dir, f.adapter_dir, out), &log);
     ASSERT_EQ(rc, 0) << log;
-    nlohmann::json cfg = nlohmann::json::parse(read_text(out + "/config.json"));
+    nlohmann::json cfg = nlohmann::json::parse(read_file(out + "/config.json"));
     EXPECT_EQ(cfg["torch_dtype"], "bfloat16");
     SafetensorsFile st(out + "/model.safetensors");
     EXPECT_EQ(st.find("model.layers.1.mlp.up_proj.weight")->dtype, DType::BF16);
@@ -702,65 +694,11 @@ TEST(Lora, AccumulatedMicroBatchesEqualOneBatch) {
 }
 
 // ---- golden tests against tests/ref/lora_ref.py -------------------------------------------------
-struct RefRoot {
-    std::string dir, skip, error;
-};
-
-bool is_dir(const std::string& path) {
-    struct stat st;
-    return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-// Generated once per build folder and script version (see test_golden.cpp for the scheme).
-const RefRoot& ref_root() {
-    static const RefRoot root = [] {
-        RefRoot r;
-        const std::string script = TUNER_SOURCE_DIR "/tests/ref/lora_ref.py";
-        const std::string text = read_text(script) + read_text(TUNER_SOURCE_DIR "/tests/ref/llama_ref.py");
-        if (text.empty()) {
-            r.error = "cannot read " + script;
-            return r;
-        }
-        const std::string parent = TUNER_BINARY_DIR "/lora-ref";
-        const std::string cache = fmt::format("{}/{:016x}", parent, std::hash<std::string>{}(text));
-        if (is_dir(cache)) {
-            r.dir = cache;
-            return r;
-        }
-        const char* env = std::getenv("TUNER_PYTHON");
-        std::string python = env && *env ? env : "/usr/bin/python3";
-        std::string out;
-        if (tuner::testing::run_command("test -x " + python, &out) != 0) {
-            r.skip = python + " not found: the LoRA golden tests need Python with torch (apt install python3-torch)";
-            return r;
-        }
-        if (tuner::testing::run_command(python + " -c 'import torch, numpy'", &out) != 0) {
-            r.skip = python + " cannot import torch and numpy (apt install python3-torch python3-numpy): " + out;
-            return r;
-        }
-        mkdir(parent.c_str(), 0755);
-        std::string tmpl = parent + "/tmp-XXXXXX";
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (!mkdtemp(buf.data())) {
-            r.error = "cannot create a folder in " + parent;
-            return r;
-        }
-        std::string tmp = buf.data();
-        std::string cmd = python + " " + script + " --out " + tmp;
-        if (tuner::testing::run_command(cmd, &out) != 0) {
-            r.error = "`" + cmd + "` failed:\n" + out;
-            return r;
-        }
-        std::printf("[lora-ref] %s\n%s", cmd.c_str(), out.c_str());
-        if (std::rename(tmp.c_str(), cache.c_str()) == 0) {
-            r.dir = cache;
-        } else {
-            r.dir = is_dir(cache) ? cache : tmp;
-            if (r.dir == cache) tuner::testing::run_command("rm -rf " + tmp, &out);
-        }
-        return r;
-    }();
+// Generated once per build folder and script version (tuner::testing::run_ref_script).
+const tuner::testing::RefOutput& ref_root() {
+    static const tuner::testing::RefOutput root = tuner::testing::run_ref_script(
+        TUNER_SOURCE_DIR "/tests/ref/lora_ref.py", {TUNER_SOURCE_DIR "/tests/ref/llama_ref.py"},
+        TUNER_BINARY_DIR "/lora-ref", "the LoRA golden tests", "lora-ref");
     return root;
 }
 
@@ -820,7 +758,7 @@ class LoraGolden : public ::testing::TestWithParam<std::tuple<const char*, bool>
 // Base (f32, or frozen bf16) + the Python-written PEFT adapter: logits, losses and every adapter
 // gradient; then a second forward_backward must add the same gradients again.
 TEST_P(LoraGolden, LogitsLossGrads) {
-    const RefRoot& root = ref_root();
+    const tuner::testing::RefOutput& root = ref_root();
     if (!root.skip.empty()) GTEST_SKIP() << root.skip;
     ASSERT_TRUE(root.error.empty()) << root.error;
     auto [name, bf16] = GetParam();
@@ -868,7 +806,7 @@ TEST_P(LoraGolden, LogitsLossGrads) {
 
 // Activations (and the adapters' xa buffers) planned for a larger batch than the one run.
 TEST_P(LoraGolden, PreparedForLargerBatch) {
-    const RefRoot& root = ref_root();
+    const tuner::testing::RefOutput& root = ref_root();
     if (!root.skip.empty()) GTEST_SKIP() << root.skip;
     ASSERT_TRUE(root.error.empty()) << root.error;
     auto [name, bf16] = GetParam();
@@ -900,7 +838,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, LoraGolden,
 // The merge of the reference adapter equals the reference's logits too (the merged form is what
 // the reference computed with).
 TEST(LoraGoldenMerge, MergedReferenceAdapter) {
-    const RefRoot& root = ref_root();
+    const tuner::testing::RefOutput& root = ref_root();
     if (!root.skip.empty()) GTEST_SKIP() << root.skip;
     ASSERT_TRUE(root.error.empty()) << root.error;
     const std::string dir = root.dir + "/lora_all";

@@ -814,17 +814,7 @@ TEST(CrossEntropy, AllIgnored) {
 // Speed (not part of the normal run): ./test_ops --gtest_also_run_disabled_tests --gtest_filter='*Perf*'
 // =============================================================================================
 
-template <class F>
-double best_seconds(F&& f, int reps) {
-    f();  // warm-up (primitive creation, scratch growth)
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        const auto t0 = std::chrono::steady_clock::now();
-        f();
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return best;
-}
+using tuner::testing::best_seconds;
 
 TEST(OpsPerf, DISABLED_SmolLM135M) {
     const int64_t N = 512, C = 576, F = 1536, V = 49152;

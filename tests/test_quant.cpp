@@ -726,17 +726,7 @@ TEST(QuantKernels, LmHeadCrossEntropy) {
 // Speed (disabled by default; bench/bench_quant.sh)
 // =============================================================================================
 
-template <class F>
-double best_seconds(F&& f, int reps) {
-    f();
-    double best = 1e30;
-    for (int r = 0; r < reps; r++) {
-        const auto t0 = std::chrono::steady_clock::now();
-        f();
-        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return best;
-}
+using tuner::testing::best_seconds;
 
 TEST(QuantPerf, DISABLED_DequantAndMatmul) {
     std::printf("threads: %d\n", num_threads());

@@ -25,16 +25,15 @@
 #include "tokenizer/utf8.h"
 
 using namespace tuner;
+using tuner::testing::check_vectors;
 using tuner::testing::error_of;
+using tuner::testing::escape;
+using tuner::testing::read_file;
+using tuner::testing::read_vectors;
+using tuner::testing::TokenizerVector;
 namespace fs = std::filesystem;
 
 namespace {
-
-
-std::string read_all(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 void write_all(const std::string& path, const std::string& bytes) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -49,89 +48,6 @@ const Tokenizer& tokenizer(const std::string& path) {
     auto& t = cache[path];
     if (!t) t = Tokenizer::load(path);
     return *t;
-}
-
-struct Vector {
-    std::string text;
-    std::vector<int32_t> ids;
-};
-
-// llama.cpp's test-tokenizer-0 format: the .inp file holds the strings, each followed by
-// "\n__ggml_vocab_test__\n" (so a string's own trailing newlines are kept and the separator's
-// leading newline is not part of it); the .out file has one line of space-separated ids per string.
-std::vector<Vector> read_vectors(const std::string& data, const std::string& name) {
-    std::string inp = read_all(data + "/vectors/ggml-vocab-" + name + ".gguf.inp");
-    std::string out = read_all(data + "/vectors/ggml-vocab-" + name + ".gguf.out");
-    const std::string sep = "\n__ggml_vocab_test__\n";
-    std::vector<std::string> texts;
-    size_t pos = 0;
-    while (pos < inp.size()) {
-        size_t next = inp.find(sep, pos);
-        if (next == std::string::npos) {
-            texts.push_back(inp.substr(pos));
-            break;
-        }
-        texts.push_back(inp.substr(pos, next - pos));
-        pos = next + sep.size();
-    }
-    std::vector<Vector> v;
-    size_t line_start = 0, i = 0;
-    while (line_start < out.size() && i < texts.size()) {
-        size_t nl = out.find('\n', line_start);
-        if (nl == std::string::npos) nl = out.size();
-        Vector x;
-        x.text = texts[i++];
-        size_t p = line_start;
-        while (p < nl) {
-            while (p < nl && out[p] == ' ') p++;
-            if (p >= nl) break;
-            size_t q = p;
-            while (q < nl && out[q] != ' ') q++;
-            x.ids.push_back(std::stoi(out.substr(p, q - p)));
-            p = q;
-        }
-        v.push_back(std::move(x));
-        line_start = nl + 1;
-    }
-    EXPECT_EQ(v.size(), texts.size()) << name << ": .inp and .out disagree on the number of strings";
-    return v;
-}
-
-std::string show_ids(const std::vector<int32_t>& ids) {
-    std::string s;
-    for (int32_t id : ids) s += " " + std::to_string(id);
-    return s;
-}
-
-std::string escape(const std::string& s) {
-    std::string o;
-    for (unsigned char ch : s) {
-        if (ch == '\n')
-            o += "\\n";
-        else if (ch == '\t')
-            o += "\\t";
-        else if (ch < 0x20)
-            o += fmt::format("\\x{:02x}", ch);
-        else
-            o.push_back(char(ch));
-    }
-    return o;
-}
-
-// Encodes every vector string without special tokens; returns how many match, reporting the rest.
-size_t check_vectors(const Tokenizer& tok, const std::vector<Vector>& vectors, const std::string& label) {
-    size_t ok = 0;
-    for (const Vector& v : vectors) {
-        std::vector<int32_t> ids = tok.encode(v.text, false);
-        if (ids == v.ids) {
-            ok++;
-        } else {
-            ADD_FAILURE() << label << ": \"" << escape(v.text) << "\"\n  expected:" << show_ids(v.ids)
-                          << "\n  got:     " << show_ids(ids);
-        }
-    }
-    std::printf("[ vectors  ] %s: %zu/%zu strings match\n", label.c_str(), ok, vectors.size());
-    return ok;
 }
 
 struct Shipped {
@@ -173,8 +89,8 @@ TEST(TokenizerVectors, SentencePieceModelMatchesTokenizerJson) {
     sentencepiece::SentencePieceProcessor lib;
     ASSERT_TRUE(lib.Load(data + "/tokenizers/llama2-sentencepiece/tokenizer.model").ok());
     std::vector<std::string> texts;
-    for (const Vector& v : read_vectors(data, "llama-spm")) texts.push_back(v.text);
-    texts.push_back(read_all(data + "/text/input.txt"));
+    for (const TokenizerVector& v : read_vectors(data, "llama-spm")) texts.push_back(v.text);
+    texts.push_back(read_file(data + "/text/input.txt"));
     texts.push_back("Hello\xC2\xA0world  \xE4\xBD\xA0\xE5\xA5\xBD\t \n\n  x  ");
     size_t compared = 0;
     for (const std::string& t : texts) {
@@ -204,7 +120,7 @@ TEST(TokenizerRoundTrip, ReferenceStrings) {
     TUNER_REQUIRE_SHARED_DATA(data);
     for (const Shipped& s : kShipped) {
         const Tokenizer& tok = tokenizer(data + "/" + s.tokenizer);
-        for (const Vector& v : read_vectors(data, s.vectors))
+        for (const TokenizerVector& v : read_vectors(data, s.vectors))
             EXPECT_EQ(tok.decode(tok.encode(v.text, false)), v.text) << s.tokenizer << ": \"" << escape(v.text) << "\"";
         // Special tokens: kept by default, dropped with skip_special.
         std::vector<int32_t> ids = tok.encode("Hi", true);
@@ -609,7 +525,7 @@ TEST(TokenizerUtf8, SanitizeAndIncompleteTail) {
 // Many threads encoding with one tokenizer (per-thread caches, shared compiled regexes).
 TEST(TokenizerThreads, ConcurrentEncodeGivesTheSameIds) {
     TUNER_REQUIRE_SHARED_DATA(data);
-    std::string text = read_all(data + "/text/input.txt").substr(0, 200000);
+    std::string text = read_file(data + "/text/input.txt").substr(0, 200000);
     for (const char* dir : {"tokenizers/gpt2", "tokenizers/llama2-sentencepiece", "tokenizers/phi3-mini-hf-llama2vocab"}) {
         const Tokenizer& tok = tokenizer(data + "/" + dir);
         std::vector<int32_t> expect = tok.encode(text, true);

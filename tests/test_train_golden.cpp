@@ -32,8 +32,6 @@
 // are skipped with a message. The output is cached in BUILD/train-ref/<hash of the scripts>/.
 #include <gtest/gtest.h>
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -59,77 +57,17 @@
 namespace {
 
 using namespace tuner;
+using tuner::testing::read_file;
 
 constexpr double kLossRelTol = 1e-5, kNormRelTol = 1e-5;
 constexpr double kBulkLrFrac = 1e-3, kBulkRel = 1e-6, kBulkOutlierFrac = 1e-3, kOutlierSumLrFrac = 0.1;
 
-std::string read_text(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
-bool is_dir(const std::string& path) {
-    struct stat st;
-    return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-struct RefRoot {
-    std::string dir, skip, error;
-};
-
-// Generated once per build folder and script version, as test_golden.cpp / test_lora.cpp do.
-const RefRoot& ref_root() {
-    static const RefRoot root = [] {
-        RefRoot r;
-        const std::string script = TUNER_SOURCE_DIR "/tests/ref/train_ref.py";
-        std::string text = read_text(script);
-        if (text.empty()) {
-            r.error = "cannot read " + script;
-            return r;
-        }
-        text += read_text(TUNER_SOURCE_DIR "/tests/ref/llama_ref.py") + read_text(TUNER_SOURCE_DIR "/tests/ref/lora_ref.py");
-        const std::string parent = TUNER_BINARY_DIR "/train-ref";
-        const std::string cache = fmt::format("{}/{:016x}", parent, std::hash<std::string>{}(text));
-        if (is_dir(cache)) {
-            r.dir = cache;
-            return r;
-        }
-        const char* env = std::getenv("TUNER_PYTHON");
-        std::string python = env && *env ? env : "/usr/bin/python3";
-        std::string out;
-        if (tuner::testing::run_command("test -x " + python, &out) != 0) {
-            r.skip = python + " not found: the training golden tests need Python with torch (apt install python3-torch)";
-            return r;
-        }
-        if (tuner::testing::run_command(python + " -c 'import torch, numpy'", &out) != 0) {
-            r.skip = python + " cannot import torch and numpy (apt install python3-torch python3-numpy): " + out;
-            return r;
-        }
-        mkdir(parent.c_str(), 0755);
-        std::string tmpl = parent + "/tmp-XXXXXX";
-        std::vector<char> buf(tmpl.begin(), tmpl.end());
-        buf.push_back('\0');
-        if (!mkdtemp(buf.data())) {
-            r.error = "cannot create a folder in " + parent;
-            return r;
-        }
-        std::string tmp = buf.data();
-        std::string cmd = python + " " + script + " --out " + tmp;
-        if (tuner::testing::run_command(cmd, &out) != 0) {
-            r.error = "`" + cmd + "` failed:\n" + out;
-            return r;
-        }
-        std::printf("[train-ref] %s\n%s", cmd.c_str(), out.c_str());
-        if (std::rename(tmp.c_str(), cache.c_str()) == 0) {
-            r.dir = cache;
-        } else {
-            r.dir = is_dir(cache) ? cache : tmp;
-            if (r.dir == cache) tuner::testing::run_command("rm -rf " + tmp, &out);
-        }
-        return r;
-    }();
+// Generated once per build folder and script version (tuner::testing::run_ref_script).
+const tuner::testing::RefOutput& ref_root() {
+    static const tuner::testing::RefOutput root = tuner::testing::run_ref_script(
+        TUNER_SOURCE_DIR "/tests/ref/train_ref.py",
+        {TUNER_SOURCE_DIR "/tests/ref/llama_ref.py", TUNER_SOURCE_DIR "/tests/ref/lora_ref.py"},
+        TUNER_BINARY_DIR "/train-ref", "the training golden tests", "train-ref");
     return root;
 }
 
@@ -172,7 +110,7 @@ TrainGolden load_golden(const std::string& dir) {
             g.shapes[t.name.substr(6)] = t.shape;
         }
     }
-    nlohmann::json j = nlohmann::json::parse(read_text(dir + "/train.json"));
+    nlohmann::json j = nlohmann::json::parse(read_file(dir + "/train.json"));
     g.steps = j.at("steps").get<int>();
     g.lrs = j.at("lrs").get<std::vector<double>>();
     g.losses = j.at("losses").get<std::vector<double>>();
@@ -187,7 +125,7 @@ TrainGolden load_golden(const std::string& dir) {
 class TrainGoldenTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(TrainGoldenTest, AdamWStepsMatchReference) {
-    const RefRoot& root = ref_root();
+    const tuner::testing::RefOutput& root = ref_root();
     if (!root.skip.empty()) GTEST_SKIP() << root.skip;
     ASSERT_TRUE(root.error.empty()) << root.error;
     const std::string name = GetParam();

@@ -1,6 +1,8 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -8,6 +10,11 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+
+namespace tuner {
+class LlamaModel;
+class Tokenizer;
+}  // namespace tuner
 
 namespace tuner::testing {
 
@@ -21,6 +28,70 @@ std::string make_temp_dir(const std::string& prefix);
 int run_command(const std::string& command, std::string* output);
 // Deterministic pseudo-random floats in [-scale, scale).
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f);
+// The whole file as bytes ("" when it cannot be read).
+std::string read_file(const std::string& path);
+// The fastest of `reps` timed calls of f, in seconds, after one untimed warm-up call (primitive
+// creation, scratch growth); for the DISABLED_ perf tests.
+template <class F>
+double best_seconds(F&& f, int reps) {
+    f();
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        const auto t0 = std::chrono::steady_clock::now();
+        f();
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+}
+
+// ---- models -----------------------------------------------------------------------------------
+// Logits (T x V, row-major) of one sequence.
+std::vector<float> logits_of(LlamaModel& m, const std::vector<int32_t>& tokens);
+// max |a[i] - b[i]| (a test failure when the sizes differ).
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
+
+// ---- llama.cpp tokenizer vectors ----------------------------------------------------------------
+// llama.cpp's test-tokenizer-0 format, in DATA/vectors/ggml-vocab-NAME.gguf.{inp,out}: the .inp
+// file holds the strings, each followed by "\n__ggml_vocab_test__\n" (so a string's own trailing
+// newlines are kept and the separator's leading newline is not part of it); the .out file has one
+// line of space-separated ids per string (ids produced by Hugging Face tokenizers).
+struct TokenizerVector {
+    std::string text;
+    std::vector<int32_t> ids;
+};
+// The .inp strings alone.
+std::vector<std::string> read_vector_texts(const std::string& data, const std::string& name);
+// The strings with their ids (a test failure when .inp and .out disagree on the count).
+std::vector<TokenizerVector> read_vectors(const std::string& data, const std::string& name);
+// " 1 2 3": ids for a failure message.
+std::string show_ids(const std::vector<int32_t>& ids);
+// `s` with newlines, tabs and other control bytes escaped, for a failure message.
+std::string escape(const std::string& s);
+// Encodes every vector string without special tokens and returns how many give the expected ids;
+// each other one is a test failure that shows the string, the expected and the produced ids.
+// Prints "[ vectors  ] LABEL: OK/N strings match NOTE".
+size_t check_vectors(const Tokenizer& tok, const std::vector<TokenizerVector>& vectors, const std::string& label,
+                     const std::string& note = "");
+
+// ---- PyTorch reference scripts (tests/ref/*.py) -------------------------------------------------
+// A reference script's output folder. ctest runs every test in its own process, so the output is
+// cached in the build folder under a hash of the script (and of the scripts it imports):
+// CACHE_PARENT/<hash>/. A process that finds no cache runs `PYTHON SCRIPT --out TMP` into a fresh
+// temporary folder beside it and renames that into place; when several race, one rename wins and
+// the others use the winner's folder (the scripts are deterministic, so all copies are identical).
+// PYTHON is $TUNER_PYTHON or /usr/bin/python3; without it, or without torch and numpy, `skip`
+// says why and the tests should GTEST_SKIP.
+struct RefOutput {
+    std::string dir;    // the script's output folder
+    std::string skip;   // non-empty: why the tests are skipped
+    std::string error;  // non-empty: the script failed (a test failure, not a skip)
+};
+// `imports`: the other scripts SCRIPT imports (their text is part of the hash); `tests` names the
+// tests in the skip message ("the LoRA golden tests"); `tag` prefixes the script's printed output.
+//   static const RefOutput ref = run_ref_script(TUNER_SOURCE_DIR "/tests/ref/lora_ref.py",
+//       {TUNER_SOURCE_DIR "/tests/ref/llama_ref.py"}, TUNER_BINARY_DIR "/lora-ref", "the LoRA golden tests", "lora-ref");
+RefOutput run_ref_script(const std::string& script, const std::vector<std::string>& imports,
+                         const std::string& cache_parent, const std::string& tests, const std::string& tag);
 
 // Runs f, which must throw tuner::Error, and returns the message ("" and a test failure if
 // it does not throw).
