@@ -23,6 +23,12 @@ enum class DType : uint8_t {
 // True for the block-quantised types (NF4, Q8_0, ...): dtype_size() is 0 for them; use
 // dtype_nbytes() and the quant/ row dequantisers instead of element pointers.
 inline bool dtype_is_quantized(DType t) { return t >= DType::NF4; }
+// F32, BF16 or F16 (not F64): the dtypes a Hugging Face model folder holds its weights in.
+inline bool dtype_is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+// config.json's torch_dtype for one of those: "float32", "bfloat16" or "float16".
+inline const char* dtype_torch_name(DType t) {
+    return t == DType::BF16 ? "bfloat16" : t == DType::F16 ? "float16" : "float32";
+}
 
 inline size_t dtype_size(DType t) {
     switch (t) {

@@ -49,17 +49,6 @@ const TypeRow kTypes[] = {
     {35, {"TQ2_0", 256, 66}},  {39, {"MXFP4", 32, 17}},
 };
 
-// Size of one scalar value of a metadata type (0 for string and array).
-size_t scalar_size(GgufValueType t) {
-    switch (t) {
-        case GgufValueType::U8: case GgufValueType::I8: case GgufValueType::BOOL: return 1;
-        case GgufValueType::U16: case GgufValueType::I16: return 2;
-        case GgufValueType::U32: case GgufValueType::I32: case GgufValueType::F32: return 4;
-        case GgufValueType::U64: case GgufValueType::I64: case GgufValueType::F64: return 8;
-        default: return 0;
-    }
-}
-
 bool known_value_type(uint32_t t) { return t <= uint32_t(GgufValueType::F64); }
 
 bool is_integer(GgufValueType t) {
@@ -83,7 +72,7 @@ struct IntValue {
     uint64_t magnitude = 0;
 };
 IntValue read_int(GgufValueType t, const uint8_t* p) {
-    size_t n = scalar_size(t);
+    size_t n = gguf_scalar_size(t);
     uint64_t raw = load_le(p, n);
     bool is_signed = t == GgufValueType::I8 || t == GgufValueType::I16 || t == GgufValueType::I32 || t == GgufValueType::I64;
     if (is_signed && (raw >> (8 * n - 1)) & 1) {
@@ -179,6 +168,16 @@ std::string errno_text() { return std::strerror(errno); }
 }  // namespace
 
 // ---- type tables ---------------------------------------------------------------------------
+
+size_t gguf_scalar_size(GgufValueType t) {
+    switch (t) {
+        case GgufValueType::U8: case GgufValueType::I8: case GgufValueType::BOOL: return 1;
+        case GgufValueType::U16: case GgufValueType::I16: return 2;
+        case GgufValueType::U32: case GgufValueType::I32: case GgufValueType::F32: return 4;
+        case GgufValueType::U64: case GgufValueType::I64: case GgufValueType::F64: return 8;
+        default: return 0;
+    }
+}
 
 const char* gguf_value_type_name(GgufValueType t) {
     switch (t) {
@@ -296,7 +295,7 @@ Gguf::Gguf(const uint8_t* data, size_t size, std::string where) : where_(std::mo
                 c.bad(elem_at, "{} is an array of arrays, which GGUF readers do not support", what);
             const size_t count_at = c.pos;
             kv.count = c.u64(what, " array length");
-            const size_t esz = kv.elem_type == GgufValueType::STRING ? 8 : scalar_size(kv.elem_type);
+            const size_t esz = kv.elem_type == GgufValueType::STRING ? 8 : gguf_scalar_size(kv.elem_type);
             if (kv.count > c.left() / esz)
                 c.bad(count_at, "{}: array length {} of {} runs past the file end ({} bytes left)", what, kv.count,
                       gguf_value_type_name(kv.elem_type), c.left());
@@ -309,7 +308,7 @@ Gguf::Gguf(const uint8_t* data, size_t size, std::string where) : where_(std::mo
             }
             kv.nbytes = size_t(data + c.pos - kv.data);
         } else {
-            size_t n = scalar_size(kv.type);
+            size_t n = gguf_scalar_size(kv.type);
             c.need(n, what, " value");
             kv.data = data + c.pos;
             kv.nbytes = n;
@@ -508,7 +507,7 @@ std::vector<float> Gguf::get_f32_array(const std::string& key) const {
     if (kv.type != GgufValueType::ARRAY || (kv.elem_type != GgufValueType::F32 && kv.elem_type != GgufValueType::F64))
         bad_type(kv, "an array of f32");
     std::vector<float> out(size_t(kv.count));
-    const size_t esz = scalar_size(kv.elem_type);
+    const size_t esz = gguf_scalar_size(kv.elem_type);
     for (size_t i = 0; i < out.size(); i++) out[i] = float(read_float(kv.elem_type, kv.data + i * esz));
     return out;
 }
@@ -517,7 +516,7 @@ std::vector<int32_t> Gguf::get_i32_array(const std::string& key) const {
     const GgufKV& kv = require(key);
     if (kv.type != GgufValueType::ARRAY || !is_integer(kv.elem_type)) bad_type(kv, "an array of integers");
     std::vector<int32_t> out(size_t(kv.count));
-    const size_t esz = scalar_size(kv.elem_type);
+    const size_t esz = gguf_scalar_size(kv.elem_type);
     for (size_t i = 0; i < out.size(); i++) {
         IntValue v = read_int(kv.elem_type, kv.data + i * esz);
         if (v.magnitude > (v.negative ? uint64_t(INT32_MAX) + 1 : uint64_t(INT32_MAX)))

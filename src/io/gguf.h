@@ -47,6 +47,7 @@ enum class GgufValueType : uint32_t {
     STRING = 8, ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
 };
 const char* gguf_value_type_name(GgufValueType t);  // "u32", "string", ... ("?" when unknown)
+size_t gguf_scalar_size(GgufValueType t);        // bytes of one value; 0 for string, array, unknown
 
 // ggml tensor types (ggml.h enum ggml_type) with their block layout: a row of ne[0] elements is
 // ne[0] / block_elems blocks of block_bytes bytes. Returns null for numbers ggml does not

@@ -2,12 +2,11 @@
 // SafetensorsWriter.
 #include "io/gguf_writer.h"
 
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "quant/quant.h"
 
 namespace tuner {
@@ -16,16 +15,6 @@ namespace {
 
 constexpr uint32_t kVersion = 3;
 constexpr size_t kMaxDims = 4;  // GGML_MAX_DIMS
-
-size_t value_size(GgufValueType t) {
-    switch (t) {
-        case GgufValueType::U8: case GgufValueType::I8: case GgufValueType::BOOL: return 1;
-        case GgufValueType::U16: case GgufValueType::I16: return 2;
-        case GgufValueType::U32: case GgufValueType::I32: case GgufValueType::F32: return 4;
-        case GgufValueType::U64: case GgufValueType::I64: case GgufValueType::F64: return 8;
-        default: return 0;
-    }
-}
 
 // Little-endian bytes of an integer of n bytes, appended to out (independent of the host).
 void append_le(std::string& out, uint64_t v, size_t n) {
@@ -156,7 +145,7 @@ void GgufWriter::add_i32_array(const std::string& k, const std::vector<int32_t>&
 }
 
 void GgufWriter::add_array(const std::string& k, GgufValueType elem, const void* data, uint64_t count) {
-    const size_t size = value_size(elem);
+    const size_t size = gguf_scalar_size(elem);
     TUNER_ASSERT_MSG(size > 0, "add_array takes fixed-size element types (strings: add_string_array)");
     begin_kv(k, GgufValueType::ARRAY);
     append_le(kv_, uint32_t(elem), 4);
@@ -190,14 +179,9 @@ size_t GgufWriter::tensor_nbytes(const std::string& name) const {
     return 0;
 }
 
-void GgufWriter::write_failed(int err) const {
-    const char* hint = err == ENOSPC || err == EFBIG ? "; disk full or over the file size limit?" : "";
-    fail("[gguf] {}: write failed ({}{})", tmp_, std::strerror(err), hint);
-}
-
 void GgufWriter::put(const void* data, size_t n) {
     if (n == 0) return;
-    if (std::fwrite(data, 1, n, file_) != n) write_failed(errno);
+    if (std::fwrite(data, 1, n, file_) != n) atomic_write_failed("gguf", tmp_, errno);
     written_ += n;
 }
 
@@ -258,22 +242,9 @@ void GgufWriter::finish() {
     TUNER_ASSERT_MSG(!finished_, "finish called twice");
     if (!file_) open_and_write_header();
     TUNER_ASSERT_MSG(next_ == entries_.size(), "finish before every declared tensor was written");
-    // Flush and sync before the rename so that a crash never leaves a truncated file at PATH.
-    bool ok = std::fflush(file_) == 0;
-    int err = errno;
-    if (ok && fsync(fileno(file_)) != 0 && errno != EINVAL && errno != EROFS) {
-        ok = false;
-        err = errno;
-    }
     FILE* f = file_;
     file_ = nullptr;
-    if (std::fclose(f) != 0 && ok) {
-        ok = false;
-        err = errno;
-    }
-    if (!ok) write_failed(err);
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
-        fail("[gguf] {}: cannot rename {} to it ({})", path_, tmp_, std::strerror(errno));
+    atomic_file_finish(f, tmp_, path_, "gguf");
     finished_ = true;
 }
 

@@ -104,7 +104,6 @@ class GgufWriter {
     void open_and_write_header();
     void put(const void* data, size_t n);  // to the file, counted
     void pad_to_alignment();
-    [[noreturn]] void write_failed(int err) const;
 
     std::string path_, tmp_;
     uint32_t alignment_;

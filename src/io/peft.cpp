@@ -16,6 +16,7 @@
 
 #include "backend/kernels.h"
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "models/llama.h"
 #include "quant/quant.h"
@@ -59,27 +60,6 @@ static std::string read_text(const fs::path& p, const char* tag) {
     std::stringstream ss;
     ss << f.rdbuf();
     return ss.str();
-}
-
-// Writes `text` to PATH.tmp, flushes it to disk and renames it to PATH.
-static void write_text_atomic(const fs::path& path, const std::string& text, const char* tag) {
-    const std::string tmp = path.string() + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) fail("[{}] {}: cannot create ({})", tag, tmp, std::strerror(errno));
-    bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    ok = ok && std::fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int err = errno;
-    ok = (std::fclose(f) == 0) && ok;
-    if (!ok) {
-        std::remove(tmp.c_str());
-        fail("[{}] {}: write failed ({}; disk full?)", tag, path.string(), std::strerror(err));
-    }
-    std::error_code ec;
-    fs::rename(tmp, path, ec);
-    if (ec) {
-        std::remove(tmp.c_str());
-        fail("[{}] {}: cannot rename {} into place ({})", tag, path.string(), tmp, ec.message());
-    }
 }
 
 // ---- adapter_config.json --------------------------------------------------------------------
@@ -196,21 +176,12 @@ void save_peft_adapter(LlamaModel& model, const std::string& dir, const std::str
     for (Param* p : ps) w.declare(p->name, DType::F32, p->value.dims());
     for (Param* p : ps) w.write(p->name, p->value.data);
     w.finish();
-    write_text_atomic(fs::path(dir) / kConfigFile, j.dump(2) + "\n", "peft");
+    write_text_atomic((fs::path(dir) / kConfigFile).string(), j.dump(2) + "\n", "peft");
 }
 
 // ---- load -----------------------------------------------------------------------------------
-namespace {
-
-struct AdapterTensors {
-    // (layer, module) -> A, B
-    std::map<std::pair<int, int>, std::pair<const SafetensorsTensor*, const SafetensorsTensor*>> modules;
-};
-
-// Indexes every tensor of the adapter file; anything that is not a LoRA A/B of a Llama linear is
-// an error naming it.
-AdapterTensors index_adapter(const SafetensorsFile& f) {
-    AdapterTensors out;
+LoraTensorPairs index_peft_adapter(const SafetensorsFile& f) {
+    LoraTensorPairs out;
     for (const SafetensorsTensor& t : f.tensors()) {
         int layer = 0, module = 0;
         char which = 0;
@@ -219,18 +190,18 @@ AdapterTensors index_adapter(const SafetensorsFile& f) {
                  "(expected base_model.model.model.layers.N.{{self_attn|mlp}}.<module>.lora_{{A|B}}.weight; "
                  "adapters on embeddings, lm_head or biases are not supported)",
                  f.path(), t.name);
-        if (t.dtype != DType::F32 && t.dtype != DType::BF16 && t.dtype != DType::F16)
+        if (!dtype_is_float(t.dtype))
             fail("[peft] {}: tensor '{}' has dtype {}; adapters must be F32, BF16 or F16", f.path(), t.name,
                  dtype_name(t.dtype));
         if (t.shape.size() != 2)
             fail("[peft] {}: tensor '{}' has {} dimensions; LoRA weights are matrices", f.path(), t.name,
                  t.shape.size());
-        auto& slot = out.modules[{layer, module}];
+        auto& slot = out[{layer, module}];
         const SafetensorsTensor*& dst = which == 'A' ? slot.first : slot.second;
         if (dst) fail("[peft] {}: tensors '{}' and '{}' are the same LoRA weight", f.path(), dst->name, t.name);
         dst = &t;
     }
-    for (const auto& [key, ab] : out.modules) {
+    for (const auto& [key, ab] : out) {
         if (!ab.first || !ab.second)
             fail("[peft] {}: {} has a lora_{} but no lora_{}", f.path(), lora_module_path(key.first, key.second),
                  ab.first ? 'A' : 'B', ab.first ? 'B' : 'A');
@@ -238,16 +209,12 @@ AdapterTensors index_adapter(const SafetensorsFile& f) {
     return out;
 }
 
+namespace {
+
 std::string shape_str(const std::vector<int64_t>& s) {
     std::string out = "(";
     for (size_t i = 0; i < s.size(); i++) out += (i ? ", " : "") + std::to_string(s[i]);
     return out + ")";
-}
-
-void copy_to_f32(float* dst, const SafetensorsTensor& t) {
-    const size_t n = t.nbytes / dtype_size(t.dtype);
-    if (t.dtype == DType::F32) std::memcpy(dst, t.data, t.nbytes);
-    else convert_to_f32(dst, t.data, t.dtype, n);
 }
 
 }  // namespace
@@ -257,11 +224,11 @@ void load_peft_adapter_weights(LlamaModel& model, const std::string& dir) {
     const fs::path path = fs::path(dir) / kWeightsFile;
     if (!fs::exists(path)) fail("[peft] {}: no {} (is this a PEFT adapter folder?)", dir, kWeightsFile);
     SafetensorsFile f(path.string());
-    AdapterTensors idx = index_adapter(f);
+    const LoraTensorPairs idx = index_peft_adapter(f);
     std::set<std::pair<int, int>> used;
     for (LoraAdapter* ad : model.adapters()) {
-        auto it = idx.modules.find({ad->layer, ad->module});
-        if (it == idx.modules.end())
+        auto it = idx.find({ad->layer, ad->module});
+        if (it == idx.end())
             fail("[peft] {}: no adapter for {} (the model has LoRA on {} in every layer)", f.path(),
                  lora_module_path(ad->layer, ad->module), kLoraModuleNames[size_t(ad->module)]);
         for (int k = 0; k < 2; k++) {
@@ -271,11 +238,11 @@ void load_peft_adapter_weights(LlamaModel& model, const std::string& dir) {
                 fail("[peft] {}: tensor '{}' has shape {} but the model needs {} (r = {}; an adapter for another "
                      "model?)",
                      f.path(), t.name, shape_str(t.shape), p.value.shape_str(), ad->r());
-            copy_to_f32(p.value.f32(), t);
+            t.to_f32(p.value.f32());
         }
         used.insert(it->first);
     }
-    for (const auto& [key, ab] : idx.modules)
+    for (const auto& [key, ab] : idx)
         if (!used.count(key)) {
             if (key.first >= int(model.config.num_layers))
                 fail("[peft] {}: tensor '{}' is for layer {} but the model has {} layers", f.path(), ab.first->name,
@@ -295,10 +262,10 @@ LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir, std::opt
     {
         // The modules come from the tensors: every layer must have the same set.
         SafetensorsFile f(path.string());
-        AdapterTensors idx = index_adapter(f);
-        if (idx.modules.empty()) fail("[peft] {}: holds no LoRA tensors", f.path());
+        const LoraTensorPairs idx = index_peft_adapter(f);
+        if (idx.empty()) fail("[peft] {}: holds no LoRA tensors", f.path());
         std::array<int, kLoraModules> layers_with{};
-        for (const auto& [key, ab] : idx.modules) {
+        for (const auto& [key, ab] : idx) {
             if (key.first >= int(model.config.num_layers))
                 fail("[peft] {}: tensor '{}' is for layer {} but the model has {} layers", f.path(), ab.first->name,
                      key.first, model.config.num_layers);
@@ -320,10 +287,10 @@ LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir, std::opt
                      fmt::join(listed.target_names(), ", "), kWeightsFile, fmt::join(mods, ", "));
         }
         c.target_modules = mods;
-        const int64_t r = idx.modules.begin()->second.first->shape[0];
+        const int64_t r = idx.begin()->second.first->shape[0];
         if (r != c.r)
             fail("[peft] {}: tensor '{}' has rank {} but adapter_config.json says r = {}", f.path(),
-                 idx.modules.begin()->second.first->name, r, c.r);
+                 idx.begin()->second.first->name, r, c.r);
     }
     model.enable_lora(c);
     load_peft_adapter_weights(model, dir);
@@ -331,32 +298,12 @@ LoraConfig load_peft_adapter(LlamaModel& model, const std::string& dir, std::opt
 }
 
 // ---- merge ----------------------------------------------------------------------------------
-namespace {
-
-// Removes a folder on scope exit unless released (the merge's temporary output).
-struct TempDir {
-    fs::path path;
-    bool keep = false;
-    ~TempDir() {
-        if (keep || path.empty()) return;
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
-
-const char* torch_dtype_name(DType t) {
-    return t == DType::BF16 ? "bfloat16" : t == DType::F16 ? "float16" : "float32";
-}
-
-}  // namespace
 
 void write_adapter_base_quantization(const std::string& adapter_dir, const std::string& type, bool double_quant) {
     json j;
     j["base_quantization"] = type;
     j["double_quant"] = double_quant;
-    write_text_atomic(fs::path(adapter_dir) / kBaseQuantFile, j.dump(2) + "\n", "peft");
+    write_text_atomic((fs::path(adapter_dir) / kBaseQuantFile).string(), j.dump(2) + "\n", "peft");
 }
 
 AdapterBaseQuant read_adapter_base_quantization(const std::string& adapter_dir) {
@@ -396,7 +343,7 @@ static DType qlora_storage(const std::string& name, const std::vector<int64_t>& 
 
 void merge_peft_adapter(const std::string& model_dir, const std::string& adapter_dir, const std::string& out_dir,
                         std::optional<DType> dtype, std::optional<AdapterBaseQuant> base_quant) {
-    if (dtype && !is_float(*dtype)) fail("[merge] output dtype must be f32, bf16 or f16");
+    if (dtype && !dtype_is_float(*dtype)) fail("[merge] output dtype must be f32, bf16 or f16");
     const AdapterBaseQuant bq = base_quant ? *base_quant : read_adapter_base_quantization(adapter_dir);
     if (!fs::is_directory(model_dir)) fail("[merge] {}: not a folder", model_dir);
     if (!fs::exists(fs::path(model_dir) / "config.json")) fail("[merge] {}: no config.json", model_dir);
@@ -412,17 +359,17 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
     const fs::path adapter_path = fs::path(adapter_dir) / kWeightsFile;
     if (!fs::exists(adapter_path)) fail("[peft] {}: no {} (is this a PEFT adapter folder?)", adapter_dir, kWeightsFile);
     SafetensorsFile af(adapter_path.string());
-    AdapterTensors idx = index_adapter(af);
+    const LoraTensorPairs idx = index_peft_adapter(af);
     SafetensorsModel base(model_dir);
     // base weight name -> (A, B)
     std::map<std::string, std::pair<const SafetensorsTensor*, const SafetensorsTensor*>> by_weight;
-    for (const auto& [key, ab] : idx.modules) {
+    for (const auto& [key, ab] : idx) {
         const std::string wname = lora_module_path(key.first, key.second) + ".weight";
         const SafetensorsTensor* W = base.find(wname);
         if (!W)
             fail("[merge] {}: tensor '{}' adapts '{}', which {} does not have (an adapter for another model?)",
                  af.path(), ab.first->name, wname, model_dir);
-        if (!is_float(W->dtype) || W->shape.size() != 2)
+        if (!dtype_is_float(W->dtype) || W->shape.size() != 2)
             fail("[merge] {}: '{}' is {} {}; only F32/BF16/F16 matrices can be merged", model_dir, wname,
                  dtype_name(W->dtype), shape_str(W->shape));
         const SafetensorsTensor &A = *ab.first, &B = *ab.second;
@@ -452,23 +399,23 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
     SafetensorsWriter w((tmp.path / "model.safetensors").string());
     for (const std::string& n : names) {
         const SafetensorsTensor& t = base.get(n);
-        w.declare(n, dtype && is_float(t.dtype) ? *dtype : t.dtype, t.shape);
+        w.declare(n, dtype && dtype_is_float(t.dtype) ? *dtype : t.dtype, t.shape);
     }
     std::vector<float> f32, bts;
     std::vector<float> a32;
     std::vector<uint8_t> bytes;
     for (const std::string& n : names) {
         const SafetensorsTensor& t = base.get(n);
-        const DType out_dtype = dtype && is_float(t.dtype) ? *dtype : t.dtype;
+        const DType out_dtype = dtype && dtype_is_float(t.dtype) ? *dtype : t.dtype;
         auto it = by_weight.find(n);
-        const DType trained_as = bq.type == "nf4" && is_float(t.dtype) ? qlora_storage(n, t.shape) : DType::F32;
+        const DType trained_as = bq.type == "nf4" && dtype_is_float(t.dtype) ? qlora_storage(n, t.shape) : DType::F32;
         if (it == by_weight.end() && out_dtype == t.dtype && trained_as == DType::F32) {
             w.write(n, t.data);  // untouched tensor: bytes as they are
             continue;
         }
         const size_t count = t.nbytes / dtype_size(t.dtype);
         f32.resize(count);
-        copy_to_f32(f32.data(), t);
+        t.to_f32(f32.data());
         if (trained_as != DType::F32) {
             // The weights the adapter was trained against: quantise, then dequantise in f32.
             const int64_t rows = t.shape[0], cols = t.shape[1];
@@ -482,11 +429,11 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
             const SafetensorsTensor &A = *it->second.first, &B = *it->second.second;
             const int64_t rows = t.shape[0], cols = t.shape[1], r = A.shape[0];
             a32.resize(size_t(r * cols));
-            copy_to_f32(a32.data(), A);
+            A.to_f32(a32.data());
             // W (out, in) += (scale B^T)^T A: bts (r, out) = scale * B^T, then the weight-gradient
             // GEMM dW += dy^T x with dy = bts (N = r rows) and x = A.
             std::vector<float> b32(size_t(rows * r));
-            copy_to_f32(b32.data(), B);
+            B.to_f32(b32.data());
             bts.resize(size_t(r * rows));
             for (int64_t o = 0; o < rows; o++)
                 for (int64_t k = 0; k < r; k++) bts[size_t(k * rows + o)] = scale * b32[size_t(o * r + k)];
@@ -524,8 +471,8 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
     } catch (const json::parse_error& e) {
         fail("[merge] {}: invalid JSON: {}", config_path.string(), e.what());
     }
-    if (dtype) config["torch_dtype"] = torch_dtype_name(*dtype);
-    write_text_atomic(tmp.path / "config.json", config.dump(2) + "\n", "merge");
+    if (dtype) config["torch_dtype"] = dtype_torch_name(*dtype);
+    write_text_atomic((tmp.path / "config.json").string(), config.dump(2) + "\n", "merge");
 
     // Tokenizer and generation files, when present.
     for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",

@@ -19,8 +19,10 @@
 //   merge_peft_adapter(base, "runs/x/adapter", "runs/x/merged", std::nullopt);
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "core/dtype.h"
 #include "nn/lora.h"
@@ -28,6 +30,8 @@
 namespace tuner {
 
 class LlamaModel;
+class SafetensorsFile;
+struct SafetensorsTensor;
 struct ModelOptions;
 
 // Parses DIR/adapter_config.json. target_modules is taken as written when it lists module names
@@ -82,5 +86,12 @@ void use_adapter_base_storage(ModelOptions& options, const std::string& adapter_
 
 // Splits a LoRA tensor name into (layer, module, 'A' | 'B'); false if it is not one.
 bool parse_lora_tensor_name(const std::string& name, int* layer, int* module, char* which);
+
+// The LoRA tensors of an adapter file as (lora_A, lora_B) by (layer, module). Every tensor must be
+// the A or B of a Llama linear, F32, BF16 or F16, and a matrix, and every module needs both;
+// otherwise a "[peft] FILE: ..." error names the tensor. Empty when the file holds no tensors.
+// Used by loading and merging here and by the GGUF export (which merges inside its tensor loop).
+using LoraTensorPairs = std::map<std::pair<int, int>, std::pair<const SafetensorsTensor*, const SafetensorsTensor*>>;
+LoraTensorPairs index_peft_adapter(const SafetensorsFile& f);
 
 }  // namespace tuner

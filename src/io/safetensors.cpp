@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/json_util.h"
 #include "io/mapped_pages.h"
 
@@ -54,6 +55,12 @@ Tensor SafetensorsTensor::view() const {
         fail("[safetensors] tensor '{}' has {} dimensions; at most {} are supported", name, shape.size(),
              kMaxDims);
     return Tensor::view(const_cast<uint8_t*>(data), dtype, shape);
+}
+
+void SafetensorsTensor::to_f32(float* dst) const {
+    TUNER_ASSERT(dtype_is_float(dtype));
+    if (dtype == DType::F32) std::memcpy(dst, data, nbytes);
+    else convert_to_f32(dst, data, dtype, nbytes / dtype_size(dtype));
 }
 
 // ---- header parsing ------------------------------------------------------------------------
@@ -380,7 +387,7 @@ void SafetensorsWriter::open_and_write_header() {
     uint64_t n = text.size();
     for (int i = 0; i < 8; i++) len[i] = uint8_t(n >> (8 * i));
     if (std::fwrite(len, 1, 8, file_) != 8 || std::fwrite(text.data(), 1, text.size(), file_) != text.size())
-        fail("[safetensors] {}: write failed ({})", tmp, errno_text());
+        atomic_write_failed("safetensors", tmp, errno);
 }
 
 void SafetensorsWriter::write(const std::string& name, const void* data) {
@@ -392,7 +399,7 @@ void SafetensorsWriter::write(const std::string& name, const void* data) {
     if (e.nbytes > 0) {
         TUNER_ASSERT(data != nullptr);
         if (std::fwrite(data, 1, e.nbytes, file_) != e.nbytes)
-            fail("[safetensors] {}.tmp: write failed ({})", path_, errno_text());
+            atomic_write_failed("safetensors", path_ + ".tmp", errno);
     }
     next_++;
 }
@@ -401,23 +408,9 @@ void SafetensorsWriter::finish() {
     TUNER_ASSERT_MSG(!finished_, "finish called twice");
     TUNER_ASSERT_MSG(next_ == entries_.size(), "finish before every declared tensor was written");
     if (!file_) open_and_write_header();  // no tensors, or only declared ones of size 0
-    const std::string tmp = path_ + ".tmp";
-    // Flush and sync before the rename so a crash never leaves a truncated file under PATH.
-    bool ok = std::fflush(file_) == 0;
-    int err = errno;
-    if (ok && fsync(fileno(file_)) != 0 && errno != EINVAL && errno != EROFS) {
-        ok = false;
-        err = errno;
-    }
     FILE* f = file_;
     file_ = nullptr;
-    if (std::fclose(f) != 0 && ok) {
-        ok = false;
-        err = errno;
-    }
-    if (!ok) fail("[safetensors] {}: write failed ({})", tmp, std::strerror(err));
-    if (std::rename(tmp.c_str(), path_.c_str()) != 0)
-        fail("[safetensors] {}: cannot rename {} to it ({})", path_, tmp, errno_text());
+    atomic_file_finish(f, path_ + ".tmp", path_, "safetensors");
     finished_ = true;
 }
 

@@ -33,6 +33,8 @@ struct SafetensorsTensor {
     const uint8_t* data = nullptr;
     size_t nbytes = 0;
     Tensor view() const;  // read-only in spirit: the mapping is PROT_READ
+    // Copies the elements to dst as f32, converting BF16/F16 (a float dtype; nbytes / size elements).
+    void to_f32(float* dst) const;
 };
 
 // Parses and validates a header (the JSON text) against a data section of data_size bytes.

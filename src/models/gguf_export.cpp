@@ -20,6 +20,7 @@
 
 #include "backend/kernels.h"
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
 #include "io/peft.h"
@@ -38,8 +39,6 @@ namespace {
 
 // Elements converted per block of rows: 4M f32 values (16 MB) keep memory flat for any model.
 constexpr int64_t kChunkElems = int64_t(1) << 22;
-
-bool is_float(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
 
 const char* ggml_name(DType t) { return ggml_type_info(dtype_to_ggml_type(t))->name; }
 
@@ -87,12 +86,6 @@ void release_pages(const void* data, size_t n) {
     if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
-void copy_to_f32(float* dst, const SafetensorsTensor& t) {
-    const size_t n = t.nbytes / dtype_size(t.dtype);
-    if (t.dtype == DType::F32) std::memcpy(dst, t.data, t.nbytes);
-    else convert_to_f32(dst, t.data, t.dtype, n);
-}
-
 // (out, in) of the linear a LoRA module adapts.
 std::pair<int64_t, int64_t> lora_module_shape(const ModelConfig& c, int module) {
     const int64_t C = c.hidden_size, F = c.intermediate_size;
@@ -107,13 +100,13 @@ std::pair<int64_t, int64_t> lora_module_shape(const ModelConfig& c, int module) 
     return {0, 0};
 }
 
-// The LoRA tensors of a PEFT adapter folder by (layer, module), each checked (a LoRA A/B of a
-// Llama linear, F32/BF16/F16, a matrix): what io/peft.cpp accepts, re-indexed here because the
-// merge has to run inside the export's tensor loop.
+// A PEFT adapter folder: its config and its LoRA tensors by (layer, module), checked as
+// io/peft.cpp checks them (index_peft_adapter); re-indexed here because the merge has to run
+// inside the export's tensor loop.
 struct AdapterFile {
     LoraConfig config;
     std::unique_ptr<SafetensorsFile> file;
-    std::map<std::pair<int, int>, std::pair<const SafetensorsTensor*, const SafetensorsTensor*>> modules;
+    LoraTensorPairs modules;
 };
 
 AdapterFile read_adapter(const std::string& dir) {
@@ -122,29 +115,8 @@ AdapterFile read_adapter(const std::string& dir) {
     const fs::path path = fs::path(dir) / "adapter_model.safetensors";
     if (!fs::exists(path)) fail("[peft] {}: no adapter_model.safetensors (is this a PEFT adapter folder?)", dir);
     a.file = std::make_unique<SafetensorsFile>(path.string());
-    for (const SafetensorsTensor& t : a.file->tensors()) {
-        int layer = 0, module = 0;
-        char which = 0;
-        if (!parse_lora_tensor_name(t.name, &layer, &module, &which))
-            fail("[peft] {}: tensor '{}' is not a LoRA weight of a linear layer (adapters on embeddings, lm_head or "
-                 "biases are not supported)",
-                 a.file->path(), t.name);
-        if (!is_float(t.dtype))
-            fail("[peft] {}: tensor '{}' has dtype {}; adapters must be F32, BF16 or F16", a.file->path(), t.name,
-                 dtype_name(t.dtype));
-        if (t.shape.size() != 2)
-            fail("[peft] {}: tensor '{}' has {} dimensions; LoRA weights are matrices", a.file->path(), t.name,
-                 t.shape.size());
-        auto& slot = a.modules[{layer, module}];
-        const SafetensorsTensor*& dst = which == 'A' ? slot.first : slot.second;
-        if (dst) fail("[peft] {}: tensors '{}' and '{}' are the same LoRA weight", a.file->path(), dst->name, t.name);
-        dst = &t;
-    }
+    a.modules = index_peft_adapter(*a.file);
     if (a.modules.empty()) fail("[peft] {}: holds no LoRA tensors", a.file->path());
-    for (const auto& [key, ab] : a.modules)
-        if (!ab.first || !ab.second)
-            fail("[peft] {}: {} has a lora_{} but no lora_{}", a.file->path(), lora_module_path(key.first, key.second),
-                 ab.first ? 'A' : 'B', ab.first ? 'B' : 'A');
     return a;
 }
 
@@ -173,8 +145,8 @@ void merge_into(float* w, const SafetensorsTensor& A, const SafetensorsTensor& B
                 int64_t cols, const std::string& where, const std::string& name) {
     const int64_t r = A.shape[0];
     std::vector<float> a32(size_t(r * cols)), b32(size_t(rows * r)), bts(size_t(r * rows));
-    copy_to_f32(a32.data(), A);
-    copy_to_f32(b32.data(), B);
+    A.to_f32(a32.data());
+    B.to_f32(b32.data());
     for (int64_t o = 0; o < rows; o++)
         for (int64_t k = 0; k < r; k++) bts[size_t(k * rows + o)] = scale * b32[size_t(o * r + k)];
     cpu::matmul_backward_weight(w, nullptr, bts.data(), a32.data(), r, rows, cols);
@@ -252,7 +224,7 @@ void gguf_permute_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t ro
 
 GgufExportReport export_gguf(const std::string& model_dir, const std::string& out_path, const GgufExportOptions& o) {
     const DType T = o.type;
-    if (!(is_float(T) || T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_K || T == DType::Q6_K))
+    if (!(dtype_is_float(T) || T == DType::Q8_0 || T == DType::Q4_0 || T == DType::Q4_K || T == DType::Q6_K))
         fail("[export] type {} cannot be exported (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)", dtype_name(T));
     if (is_gguf_path(model_dir))
         fail("[export] {}: is a GGUF file already; export takes a Hugging Face model folder", model_dir);
@@ -290,7 +262,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
         if (t.shape != s.shape)
             fail("[export] {}: tensor '{}' has shape {} but config.json implies {}", model_dir, s.name,
                  shape_str(t.shape), shape_str(s.shape));
-        if (!is_float(t.dtype))
+        if (!dtype_is_float(t.dtype))
             fail("[export] {}: tensor '{}' is {}; only F32, BF16 and F16 weights can be exported", model_dir, s.name,
                  dtype_name(t.dtype));
         const std::string g = hf_to_gguf_name(s.name);
@@ -368,7 +340,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
         auto ab = adapted.find(it.spec.name);
         if (ab != adapted.end()) {
             whole.resize(size_t(rows * cols));
-            copy_to_f32(whole.data(), t);
+            t.to_f32(whole.data());
             merge_into(whole.data(), *ab->second.first, *ab->second.second, scale, rows, cols, adapter.file->path(),
                        it.spec.name);
             merged = whole.data();
@@ -477,7 +449,7 @@ GgufLoraExportReport export_gguf_lora(const std::string& adapter_dir, const std:
     for (const Pair& p : pairs) {
         for (const SafetensorsTensor* t : {p.A, p.B}) {
             buf.resize(t->nbytes / dtype_size(t->dtype));
-            copy_to_f32(buf.data(), *t);
+            t->to_f32(buf.data());
             const float* src = buf.data();
             if (t == p.B && p.heads) {
                 // B A gets W's row order when B's rows (the output features) are permuted.
@@ -497,35 +469,9 @@ GgufLoraExportReport export_gguf_lora(const std::string& adapter_dir, const std:
 
 // ---- GGUF -> Hugging Face -------------------------------------------------------------------
 
-namespace {
-
-// Removes a folder on scope exit unless released (the export's temporary output).
-struct TempDir {
-    fs::path path;
-    bool keep = false;
-    ~TempDir() {
-        if (keep || path.empty()) return;
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
-
-void write_text_file(const fs::path& path, const std::string& text) {
-    std::ofstream f(path, std::ios::binary);
-    f << text;
-    f.flush();
-    if (!f) fail("[export] {}: write failed ({})", path.string(), std::strerror(errno));
-}
-
-const char* torch_dtype_name(DType t) {
-    return t == DType::BF16 ? "bfloat16" : t == DType::F16 ? "float16" : "float32";
-}
-
-}  // namespace
-
 HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::string& out_dir,
                                    std::optional<DType> dtype_opt) {
-    if (dtype_opt && !is_float(*dtype_opt))
+    if (dtype_opt && !dtype_is_float(*dtype_opt))
         fail("[export] --type {}: a Hugging Face folder takes f32, bf16 or f16", dtype_name(*dtype_opt));
     std::error_code ec;
     if (fs::exists(out_dir) && (!fs::is_directory(out_dir) || !fs::is_empty(out_dir, ec)))
@@ -541,9 +487,9 @@ HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::stri
     } else {
         // No file type (older converters): the type of the matrices, when it is a float one.
         const DType t = g.dtype("model.layers.0.mlp.down_proj.weight");
-        if (is_float(t)) dtype = t;
+        if (dtype_is_float(t)) dtype = t;
     }
-    c.torch_dtype = torch_dtype_name(dtype);
+    c.torch_dtype = dtype_torch_name(dtype);
 
     fs::path out = fs::path(out_dir);
     if (out.filename().empty()) out = out.parent_path();
@@ -584,7 +530,7 @@ HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::stri
         release_pages(gw.data, gw.nbytes);
     }
     w.finish();
-    write_text_file(tmp.path / "config.json", config_to_json(c).dump(2) + "\n");
+    write_text_atomic((tmp.path / "config.json").string(), config_to_json(c).dump(2) + "\n", "export");
 
     HfExportReport report;
     report.dtype = dtype;

@@ -1,10 +1,9 @@
 #include "models/init_model.h"
 
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <vector>
 
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer_files.h"
 #include "models/llama_tensors.h"
@@ -13,17 +12,6 @@
 namespace tuner {
 
 namespace fs = std::filesystem;
-
-static void write_text_file(const fs::path& path, const std::string& text) {
-    fs::path tmp = path;
-    tmp += ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) fail("[init-model] {}: cannot write: {}", path.string(), std::strerror(errno));
-    bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    ok = (std::fclose(f) == 0) && ok;
-    if (!ok) fail("[init-model] {}: write failed (disk full?)", path.string());
-    fs::rename(tmp, path);
-}
 
 void init_model(ModelConfig config, const std::string& out_dir, const InitModelOptions& options) {
     if (options.dtype != DType::F32 && options.dtype != DType::BF16 && options.dtype != DType::F16)
@@ -44,7 +32,7 @@ void init_model(ModelConfig config, const std::string& out_dir, const InitModelO
             fs::copy_file(fs::path(options.tokenizer_dir) / name, fs::path(out_dir) / name,
                           fs::copy_options::overwrite_existing);
     }
-    config.torch_dtype = options.dtype == DType::BF16 ? "bfloat16" : options.dtype == DType::F16 ? "float16" : "float32";
+    config.torch_dtype = dtype_torch_name(options.dtype);
 
     const auto specs = llama_tensor_specs(config);
     SafetensorsWriter writer((fs::path(out_dir) / "model.safetensors").string());
@@ -68,7 +56,7 @@ void init_model(ModelConfig config, const std::string& out_dir, const InitModelO
         }
     }
     writer.finish();
-    write_text_file(fs::path(out_dir) / "config.json", config_to_json(config).dump(2) + "\n");
+    write_text_atomic((fs::path(out_dir) / "config.json").string(), config_to_json(config).dump(2) + "\n", "init-model");
 }
 
 }  // namespace tuner

@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include "core/random.h"
+#include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "models/llama_tensors.h"
@@ -786,15 +787,9 @@ void LlamaModel::save(const std::string& dir, DType dtype) const {
     }
     w.finish();
     ModelConfig c = config;
-    c.torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
+    c.torch_dtype = dtype_torch_name(dtype);
     std::string json = config_to_json(c).dump(2) + "\n";
-    std::string tmp = (fs::path(dir) / "config.json.tmp").string();
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) fail("[model] {}: cannot write config.json: {}", dir, std::strerror(errno));
-    bool ok = std::fwrite(json.data(), 1, json.size(), f) == json.size();
-    ok = (std::fclose(f) == 0) && ok;
-    if (!ok) fail("[model] {}: writing config.json failed (disk full?)", dir);
-    fs::rename(tmp, fs::path(dir) / "config.json");
+    write_text_atomic((fs::path(dir) / "config.json").string(), json, "model");
 }
 
 }  // namespace tuner

@@ -1,11 +1,11 @@
 #include "tokenizer/byte_tokenizer_files.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace tuner {
 
@@ -55,14 +55,7 @@ void write_byte_tokenizer(const std::string& dir) {
     json cfg = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"add_bos_token", false}, {"model_max_length", 1024},
                 {"tokenizer_class", "PreTrainedTokenizerFast"}};
     auto write = [&](const std::string& name, const json& j) {
-        std::filesystem::path p = std::filesystem::path(dir) / name, tmp = p;
-        tmp += ".tmp";
-        {
-            std::ofstream f(tmp, std::ios::binary);
-            f << j.dump(2) << "\n";
-            if (!f) fail("[tokenizer] {}: write failed", p.string());
-        }
-        std::filesystem::rename(tmp, p);
+        write_text_atomic((std::filesystem::path(dir) / name).string(), j.dump(2) + "\n", "tokenizer");
     };
     write("tokenizer.json", tok);
     write("tokenizer_config.json", cfg);

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "models/llama.h"
 #include "train/adamw.h"
@@ -21,22 +22,6 @@ std::string params_fingerprint(const std::vector<Param*>& params) {
     std::string s;
     for (const Param* p : params) s += p->name + p->value.shape_str() + ";";
     return s;
-}
-
-static void write_text_atomic(const fs::path& path, const std::string& text) {
-    fs::path tmp = path;
-    tmp += ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) fail("[checkpoint] {}: cannot write ({})", path.string(), std::strerror(errno));
-    bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    ok = (std::fflush(f) == 0) && ok;
-    ok = (std::fclose(f) == 0) && ok;
-    if (!ok) {
-        std::error_code ec;
-        fs::remove(tmp, ec);
-        fail("[checkpoint] {}: write failed (disk full?)", path.string());
-    }
-    fs::rename(tmp, path);
 }
 
 std::string save_checkpoint(const std::string& output_dir, int64_t step, const std::vector<Param*>& params,
@@ -70,8 +55,8 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const s
         state["step"] = step;
         state["optimizer_steps"] = optimizer.steps_taken();
         state["fingerprint"] = params_fingerprint(params);
-        write_text_atomic(tmp_dir / "trainer_state.json", state.dump(2) + "\n");
-        write_text_atomic(tmp_dir / "config.yaml", config_text);
+        write_text_atomic((tmp_dir / "trainer_state.json").string(), state.dump(2) + "\n", "checkpoint");
+        write_text_atomic((tmp_dir / "config.yaml").string(), config_text, "checkpoint");
     } catch (const Error& e) {
         fs::remove_all(tmp_dir, ec);  // nothing half-written stays behind; older checkpoints are untouched
         fail("[checkpoint] {}: not saved, earlier checkpoints are untouched: {}", final_dir.string(), e.what());

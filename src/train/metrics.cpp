@@ -4,12 +4,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace tuner {
 
@@ -100,13 +100,7 @@ void write_loss_svg(const std::string& path, const std::vector<nlohmann::json>& 
     polyline(train, "#1f77b4", "train loss", 0);
     polyline(eval, "#d62728", "validation loss", 1);
     svg += "</svg>\n";
-    std::string tmp = path + ".tmp";
-    {
-        std::ofstream f(tmp, std::ios::binary);
-        f << svg;
-        if (!f) fail("[train] {}: write failed", path);
-    }
-    std::filesystem::rename(tmp, path);
+    write_text_atomic(path, svg, "train");
 }
 
 }  // namespace tuner

@@ -1,0 +1,51 @@
+#include "io/atomic_file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace tuner {
+
+void atomic_write_failed(const char* tag, const std::string& tmp, int err) {
+    const char* hint = err == ENOSPC || err == EFBIG ? "; disk full or over the file size limit?" : "";
+    fail("[{}] {}: write failed ({}{})", tag, tmp, std::strerror(err), hint);
+}
+
+void atomic_file_finish(std::FILE* f, const std::string& tmp, const std::string& path, const char* tag) {
+    // Flush and sync before the rename so that a crash never leaves a truncated file at PATH.
+    bool ok = std::fflush(f) == 0;
+    int err = errno;
+    if (ok && fsync(fileno(f)) != 0 && errno != EINVAL && errno != EROFS) {
+        ok = false;
+        err = errno;
+    }
+    if (std::fclose(f) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) atomic_write_failed(tag, tmp, err);
+    if (std::rename(tmp.c_str(), path.c_str()) != 0)
+        fail("[{}] {}: cannot rename {} to it ({})", tag, path, tmp, std::strerror(errno));
+}
+
+void write_text_atomic(const std::string& path, const std::string& text, const char* tag) {
+    const std::string tmp = path + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) fail("[{}] {}: cannot create ({})", tag, tmp, std::strerror(errno));
+    try {
+        if (std::fwrite(text.data(), 1, text.size(), f) != text.size()) {
+            const int err = errno;
+            std::fclose(f);
+            atomic_write_failed(tag, tmp, err);
+        }
+        atomic_file_finish(f, tmp, path, tag);
+    } catch (...) {
+        std::remove(tmp.c_str());
+        throw;
+    }
+}
+
+}  // namespace tuner
