@@ -9,6 +9,7 @@
 #   CUDA_ARCH=80 scripts/gpu-check.sh       # another GPU generation (default 90: H100/H200)
 #   BUILD=build-x scripts/gpu-check.sh      # another build folder
 #   GPU_CHECK_SKIP_BUILD=1 scripts/gpu-check.sh  # rerun the tests and benchmarks of the last build
+#   GPU_CHECK_LAB=1 scripts/gpu-check.sh    # also build and run the kernel lab (dev/cuda), ~2 more minutes
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,6 +102,19 @@ if [ "${GPU_CHECK_BENCH:-1}" != "0" ]; then
     grep -E "Failure|\[cuda\]|error|no CUDA device" "$LOG_DIR/bench.log" | head -20
   else
     note "benchmarks: ok (${#bench_lines[@]} numbers)"
+  fi
+fi
+
+# ---- kernel lab (optional: GPU_CHECK_LAB=1) -------------------------------------------------------
+if [ "${GPU_CHECK_LAB:-0}" = "1" ]; then
+  say "kernel lab (dev/cuda)"
+  if make -C dev/cuda ARCH="$ARCH" run >"$LOG_DIR/lab.log" 2>&1; then
+    note "kernel lab: ok (every version matched its CPU reference)"
+    grep -E "^== |^version|ms," "$LOG_DIR/lab.log"
+  else
+    status=1
+    note "kernel lab: FAILED (log $LOG_DIR/lab.log)"
+    tail -20 "$LOG_DIR/lab.log"
   fi
 fi
 
