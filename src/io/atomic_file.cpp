@@ -7,6 +7,8 @@
 
 #include "core/error.h"
 
+namespace fs = std::filesystem;
+
 namespace tuner {
 
 void atomic_write_failed(const char* tag, const std::string& tmp, int err) {
@@ -46,6 +48,29 @@ void write_text_atomic(const std::string& path, const std::string& text, const c
         std::remove(tmp.c_str());
         throw;
     }
+}
+
+TempDir::TempDir(const std::string& out_dir, const char* tag) : out_dir_(out_dir), out_(out_dir), tag_(tag) {
+    if (out_.filename().empty()) out_ = out_.parent_path();  // "dir/" -> "dir"
+    std::error_code ec;
+    if (!out_.parent_path().empty()) fs::create_directories(out_.parent_path(), ec);
+    path = out_.string() + ".tmp-" + tag + "-" + std::to_string(getpid());
+    fs::remove_all(path, ec);
+    if (!fs::create_directories(path, ec) || ec)
+        fail("[{}] {}: cannot create a temporary folder ({})", tag, path.string(), ec ? ec.message() : "exists");
+}
+
+TempDir::~TempDir() {
+    if (committed_) return;
+    std::error_code ec;
+    fs::remove_all(path, ec);
+}
+
+void TempDir::commit() {
+    std::error_code ec;
+    fs::rename(path, out_, ec);
+    if (ec) fail("[{}] {}: cannot rename {} into place ({})", tag_, out_dir_, path.string(), ec.message());
+    committed_ = true;
 }
 
 }  // namespace tuner

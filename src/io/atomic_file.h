@@ -33,16 +33,27 @@ void atomic_file_finish(std::FILE* f, const std::string& tmp, const std::string&
 void write_text_atomic(const std::string& path, const std::string& text, const char* tag);
 
 // A folder written as a whole (a merged model, an exported HF folder) goes to a temporary sibling
-// that is renamed into place at the end; this removes it on scope exit unless `keep` was set
-// (after the rename), so a failure leaves nothing half-written behind.
-struct TempDir {
-    std::filesystem::path path;
-    bool keep = false;
-    ~TempDir() {
-        if (keep || path.empty()) return;
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
+// OUT.tmp-TAG-PID that is renamed into place at the end; destroyed before that (an exception), it
+// removes the temporary folder, so a failure leaves nothing half-written behind.
+//   TempDir tmp(out_dir, "merge");        // "[merge] ...: cannot create a temporary folder (...)"
+//   write_text_atomic((tmp.path / "config.json").string(), text, "merge");
+//   tmp.commit();                         // rename(2) replaces an empty OUT_DIR
+class TempDir {
+  public:
+    TempDir(const std::string& out_dir, const char* tag);
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    // Renames the folder to OUT_DIR: "[TAG] OUT_DIR: cannot rename TMP into place (...)".
+    void commit();
+
+    std::filesystem::path path;  // the temporary folder
+
+  private:
+    std::string out_dir_;
+    std::filesystem::path out_;
+    const char* tag_;
+    bool committed_ = false;
 };
 
 }  // namespace tuner

@@ -1,7 +1,5 @@
 #include "io/peft.h"
 
-#include <unistd.h>
-
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -386,14 +384,7 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
     }
 
     // Output into a temporary sibling folder, renamed at the end.
-    fs::path out = fs::path(out_dir);
-    if (out.filename().empty()) out = out.parent_path();  // "dir/" -> "dir"
-    if (!out.parent_path().empty()) fs::create_directories(out.parent_path(), ec);
-    TempDir tmp;
-    tmp.path = out.string() + ".tmp-merge-" + std::to_string(getpid());
-    fs::remove_all(tmp.path, ec);
-    if (!fs::create_directories(tmp.path, ec) || ec)
-        fail("[merge] {}: cannot create a temporary folder ({})", tmp.path.string(), ec ? ec.message() : "exists");
+    TempDir tmp(out_dir, "merge");
 
     std::vector<std::string> names = base.names();
     SafetensorsWriter w((tmp.path / "model.safetensors").string());
@@ -485,9 +476,7 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
     }
 
     // An empty OUT_DIR may exist (checked above); rename(2) replaces an empty directory.
-    fs::rename(tmp.path, out, ec);
-    if (ec) fail("[merge] {}: cannot rename {} into place ({})", out_dir, tmp.path.string(), ec.message());
-    tmp.keep = true;
+    tmp.commit();
 }
 
 }  // namespace tuner

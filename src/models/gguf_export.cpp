@@ -491,14 +491,7 @@ HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::stri
     }
     c.torch_dtype = dtype_torch_name(dtype);
 
-    fs::path out = fs::path(out_dir);
-    if (out.filename().empty()) out = out.parent_path();
-    if (!out.parent_path().empty()) fs::create_directories(out.parent_path(), ec);
-    TempDir tmp;
-    tmp.path = out.string() + ".tmp-export-" + std::to_string(getpid());
-    fs::remove_all(tmp.path, ec);
-    if (!fs::create_directories(tmp.path, ec) || ec)
-        fail("[export] {}: cannot create a temporary folder ({})", tmp.path.string(), ec ? ec.message() : "exists");
+    TempDir tmp(out_dir, "export");
 
     const std::vector<TensorSpec> specs = llama_tensor_specs(c);
     SafetensorsWriter w((tmp.path / "model.safetensors").string());
@@ -536,9 +529,7 @@ HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::stri
     report.dtype = dtype;
     report.tokenizer_written = write_hf_tokenizer_from_gguf(g.file(), tmp.path.string(), &report.tokenizer);
 
-    fs::rename(tmp.path, out, ec);
-    if (ec) fail("[export] {}: cannot rename {} into place ({})", out_dir, tmp.path.string(), ec.message());
-    tmp.keep = true;
+    tmp.commit();
     return report;
 }
 
