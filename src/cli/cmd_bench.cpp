@@ -35,6 +35,8 @@
 #include "core/arena.h"
 #include "core/scratch.h"
 #include "core/threads.h"
+#include "io/gguf.h"
+#include "models/gguf_model.h"
 #include "models/llama.h"
 #include "train/adamw.h"
 #include "train/memory_plan.h"
@@ -130,7 +132,12 @@ Command add_bench(CLI::App& app) {
                 const int B = o->batch, T = o->seq;
                 // The plan of this run, made before loading like `tuner train` does.
                 MemoryPlanRequest req;
-                req.model = load_config(o->model + "/config.json");
+                if (is_gguf_path(o->model)) {  // a GGUF model: weights planned in their GGUF types
+                    req.gguf_path = o->model;
+                    req.model = GgufModel(o->model).config();
+                } else {
+                    req.model = load_config(o->model + "/config.json");
+                }
                 req.method = lora ? (mo.weight_dtype == DType::NF4 ? "qlora" : "lora") : "full";
                 req.base_dtype = mo.weight_dtype;
                 req.quant = mo.quant;
