@@ -15,6 +15,15 @@
 //    with Isolated behaviour applied in turn, then ByteLevel without regex. `llama-bpe`/`llama3`
 //    also ignore merges for whole-word vocabulary hits, as Llama 3's tokenizer.json does.
 //    A missing or unknown pre falls back to llama.cpp's default regexes.
+//  * `bert`: WordPiece (BERT, bge, MiniLM and the like), not through tokenizer.json but with the
+//    dedicated tokenizer of wordpiece.h, which reads llama.cpp's spelling of the vocabulary
+//    ("▁word" word-initial, bare continuations). BERT uncased (lowercasing and accent stripping)
+//    unless some normal token has an uppercase ASCII letter (a cased vocabulary: llama.cpp
+//    always lowercases; transformers' BertTokenizer for bert-base-cased does not). Control tokens
+//    are matched in the text; add_special_tokens gives [CLS] ... [SEP]
+//    (tokenizer.ggml.cls_token_id, default bos_token_id, then 101; seperator_token_id, the key's
+//    spelling, default eos_token_id, then 102), as llama.cpp's add_bos/add_sep; BOS is CLS and
+//    EOS is SEP.
 // Token types (tokenizer.ggml.token_type): 1 normal, 2 unknown, 3 control, 4 user-defined,
 // 5 unused, 6 byte. Control and unknown tokens become special added tokens, user-defined ones
 // non-special added tokens (both matched in the text before the model runs, as HF does); unused
@@ -32,6 +41,7 @@
 #include "io/gguf.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/utf8.h"
+#include "tokenizer/wordpiece.h"
 
 namespace tuner {
 
@@ -238,12 +248,41 @@ json template_processor(int32_t bos, int32_t eos, bool add_bos, bool add_eos) {
     return {{"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", specials}};
 }
 
+std::unique_ptr<Tokenizer> load_wordpiece(const Gguf& g) {
+    Vocab v = read_vocab(g);
+    const size_t n = v.tokens.size();
+    WordPieceVocab w;
+    w.where = g.path();
+    w.unk_id = special_id(g, "tokenizer.ggml.unknown_token_id", 100, n);
+    if (w.unk_id < 0) bad(g, "tokenizer.ggml.model is bert but there is no unknown token (tokenizer.ggml.unknown_token_id)");
+    const int32_t cls = special_id(g, "tokenizer.ggml.cls_token_id", special_id(g, "tokenizer.ggml.bos_token_id", 101, n), n);
+    const int32_t sep = special_id(g, "tokenizer.ggml.seperator_token_id", special_id(g, "tokenizer.ggml.eos_token_id", 102, n), n);
+    w.bos_id = cls;
+    w.eos_id = sep;
+    if (cls >= 0 && g.get_bool("tokenizer.ggml.add_bos_token", true)) w.prefix.push_back(cls);
+    if (sep >= 0 && g.get_bool("tokenizer.ggml.add_sep_token", g.get_bool("tokenizer.ggml.add_eos_token", true)))
+        w.suffix.push_back(sep);
+    w.special.resize(n);
+    bool cased = false;
+    for (size_t i = 0; i < n; i++) {
+        const int32_t type = v.types[i];
+        w.special[i] = type == kControl || type == kUnknown;
+        if (type == kNormal && !cased)
+            cased = std::any_of(v.tokens[i].begin(), v.tokens[i].end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; }) &&
+                    !(v.tokens[i].front() == '[' && v.tokens[i].back() == ']');
+    }
+    w.lowercase = !cased;
+    w.pieces = std::move(v.tokens);
+    return make_wordpiece_tokenizer(std::move(w));
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const Gguf& g) {
     const std::string model = g.get_string("tokenizer.ggml.model");
+    if (model == "bert") return load_wordpiece(g);
     if (model != "llama" && model != "gpt2")
-        bad(g, fmt::format("tokenizer.ggml.model is '{}'; supported: llama (SentencePiece), gpt2 (byte-level BPE)", model));
+        bad(g, fmt::format("tokenizer.ggml.model is '{}'; supported: llama (SentencePiece), gpt2 (byte-level BPE), bert (WordPiece)", model));
     const bool spm = model == "llama";
     const Vocab v = read_vocab(g);
     const size_t n = v.tokens.size();
