@@ -90,8 +90,9 @@ class Tokenizer {
 
 class Gguf;
 // A tokenizer from the metadata of a llama.cpp GGUF file (tokenizer.ggml.*): `llama`
-// (SentencePiece BPE with byte fallback) and `gpt2` (byte-level BPE, pre-tokenized with
-// llama.cpp's regexes for tokenizer.ggml.pre); see gguf_tokenizer.cpp. Errors name the file.
+// (SentencePiece BPE with byte fallback), `gpt2` (byte-level BPE, pre-tokenized with
+// llama.cpp's regexes for tokenizer.ggml.pre) and `bert` (WordPiece, tokenizer/wordpiece.h);
+// see gguf_tokenizer.cpp. Errors name the file.
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path);
 std::unique_ptr<Tokenizer> load_gguf_tokenizer(const Gguf& gguf);  // an open file (io/gguf.h)
 
