@@ -615,7 +615,8 @@ TEST(CudaAdamW, MatchesCpuAdamW) {
         float *pd = dev.up(p0), *gd = dev.zeros<float>(static_cast<size_t>(n));
         float *md = dev.zeros<float>(static_cast<size_t>(n)), *vd = dev.zeros<float>(static_cast<size_t>(n));
         for (int step = 1; step <= 3; step++) {
-            g = random_floats(size_t(n), 200 + step, float(step));
+            const std::vector<float> gn = random_floats(size_t(n), uint64_t(200 + step), float(step));
+            std::copy(gn.begin(), gn.end(), g.begin());  // in place: param.grad points at g's buffer
             const double lr = cfg.lr * step;  // a schedule: the lr changes per step
             opt.step(lr);
             cuda::copy_to_device(gd, g.data(), size_t(n) * 4);
