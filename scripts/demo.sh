@@ -46,7 +46,7 @@ data:
   eval: [{path: $out/heldout.jsonl, format: alpaca}]
   template: default
   max_length: 96
-train: {lr: 3.0e-3, schedule: cosine, warmup_steps: 10, batch_size: 8, max_steps: 500, seed: 1}
+train: {lr: 3.0e-3, schedule: cosine, warmup_steps: 10, batch_size: 8, grad_accum: 1, max_steps: 500, seed: 1}
 eval: {every: 250, prompts: ["What colour is the sleepy fox?"], max_new_tokens: 40}
 save: {every: 250, keep: 1}
 YAML
@@ -83,7 +83,7 @@ data:
   eval: [{path: $out/heldout.jsonl, format: alpaca}]
   template: default
   max_length: 64
-train: {lr: 5.0e-3, schedule: cosine, warmup_steps: 10, batch_size: 8, max_steps: 100, seed: 1}
+train: {lr: 5.0e-3, schedule: cosine, warmup_steps: 10, batch_size: 8, grad_accum: 1, max_steps: 100, seed: 1}
 eval: {every: 50, prompts: ["What colour is the sleepy fox?"], max_new_tokens: 16}
 save: {every: 100, keep: 1}
 YAML
