@@ -17,6 +17,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "models/llama.h"
+#include "models/llama_tensors.h"
 #include "quant/quant.h"
 
 namespace tuner {
@@ -327,16 +328,13 @@ void use_adapter_base_storage(ModelOptions& options, const std::string& adapter_
     }
 }
 
-// The storage a QLoRA base used in training for tensor `name`: NF4 for the projections, BF16 for
-// embeddings and lm_head, F32 (unchanged) for norms and biases.
-static DType qlora_storage(const std::string& name, const std::vector<int64_t>& shape) {
-    if (shape.size() != 2) return DType::F32;
-    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return DType::BF16;
-    for (const char* m : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "gate_proj.weight",
-                          "up_proj.weight", "down_proj.weight"})
-        if (name.size() > std::strlen(m) && name.compare(name.size() - std::strlen(m), std::string::npos, m) == 0)
-            return DType::NF4;
-    return DType::F32;
+std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir) {
+    ModelOptions mo;
+    mo.trainable = false;
+    if (!adapter_dir.empty()) use_adapter_base_storage(mo, adapter_dir);
+    auto model = LlamaModel::load(model_dir, mo);
+    if (!adapter_dir.empty()) load_peft_adapter(*model, adapter_dir);
+    return model;
 }
 
 void merge_peft_adapter(const std::string& model_dir, const std::string& adapter_dir, const std::string& out_dir,
@@ -345,6 +343,12 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
     const AdapterBaseQuant bq = base_quant ? *base_quant : read_adapter_base_quantization(adapter_dir);
     if (!fs::is_directory(model_dir)) fail("[merge] {}: not a folder", model_dir);
     if (!fs::exists(fs::path(model_dir) / "config.json")) fail("[merge] {}: no config.json", model_dir);
+    // What a QLoRA run stored each tensor as (the loader's rule): NF4 projections, BF16
+    // embeddings and head; norms, biases and unknown tensors unchanged.
+    std::map<std::string, DType> trained_storage;
+    if (bq.type == "nf4")
+        for (const TensorSpec& s : llama_tensor_specs(load_config((fs::path(model_dir) / "config.json").string())))
+            trained_storage[s.name] = frozen_storage_dtype(s.kind, false, DType::NF4);
     std::error_code ec;
     if (fs::exists(out_dir)) {
         if (!fs::is_directory(out_dir) || !fs::is_empty(out_dir, ec))
@@ -399,7 +403,9 @@ void merge_peft_adapter(const std::string& model_dir, const std::string& adapter
         const SafetensorsTensor& t = base.get(n);
         const DType out_dtype = dtype && dtype_is_float(t.dtype) ? *dtype : t.dtype;
         auto it = by_weight.find(n);
-        const DType trained_as = bq.type == "nf4" && dtype_is_float(t.dtype) ? qlora_storage(n, t.shape) : DType::F32;
+        const auto st = trained_storage.find(n);
+        const DType trained_as =
+            st != trained_storage.end() && dtype_is_float(t.dtype) && t.shape.size() == 2 ? st->second : DType::F32;
         if (it == by_weight.end() && out_dtype == t.dtype && trained_as == DType::F32) {
             w.write(n, t.data);  // untouched tensor: bytes as they are
             continue;

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -83,6 +84,11 @@ AdapterBaseQuant read_adapter_base_quantization(const std::string& adapter_dir);
 // Sets the frozen base's storage in `options` to what the adapter was trained against (NF4 for
 // a QLoRA adapter), so generation and evaluation with it see the same base as training did.
 void use_adapter_base_storage(ModelOptions& options, const std::string& adapter_dir);
+
+// A frozen model for inference (generate, chat, eval, perplexity) with the adapter in
+// ADAPTER_DIR applied ("" = none): the base stored as the adapter was trained against it
+// (use_adapter_base_storage), then load_peft_adapter.
+std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir);
 
 // Splits a LoRA tensor name into (layer, module, 'A' | 'B'); false if it is not one.
 bool parse_lora_tensor_name(const std::string& name, int* layer, int* module, char* which);

@@ -295,14 +295,9 @@ std::vector<DType> plan_gguf_params(MemoryPlan& plan, const GgufModel& g, bool t
         if (src != DType::F32 && src != DType::F16 && src != DType::BF16 && !dtype_is_quantized(src))
             fail("[model] {}: tensor '{}' has dtype {}; weights must be F32, BF16, F16 or GGUF blocks", path, s.name,
                  dtype_name(src));
-        if (trainable || s.kind == TensorKind::Norm || s.kind == TensorKind::Bias)
-            stored[i] = DType::F32;  // trained weights, norms and biases: F32 (as load())
-        else if (dtype_is_quantized(src))
-            stored[i] = src;  // a frozen quantised matrix stays as its GGUF blocks
-        else if (frozen_dtype == DType::NF4 && (s.kind == TensorKind::Embedding || s.kind == TensorKind::Head))
-            stored[i] = DType::BF16;  // qlora keeps embeddings and head in bf16
-        else
-            stored[i] = frozen_dtype;
+        // A frozen quantised matrix stays as its GGUF blocks; everything else as load() stores it.
+        const bool frozen_matrix = !trainable && s.kind != TensorKind::Norm && s.kind != TensorKind::Bias;
+        stored[i] = frozen_matrix && dtype_is_quantized(src) ? src : frozen_storage_dtype(s.kind, trainable, frozen_dtype);
         const int64_t n = int64_t(spec_numel(s));
         plan.add("weights", s.name, dtype_nbytes(stored[i], n, quant));
         if (trainable) plan.add("grads", s.name, size_t(n) * sizeof(float));

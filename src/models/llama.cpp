@@ -93,14 +93,8 @@ static Param* param_for_spec(LlamaModel& m, const TensorSpec& s) {
     return nullptr;
 }
 
-// Norms and biases are tiny and always kept in F32; matrices use the frozen dtype unless trained.
-// A quantised base (NF4) keeps embeddings and lm_head in BF16, as QLoRA does: they are read a
-// row at a time (embedding) or are the one place where 4-bit error would hit every logit.
 static DType storage_dtype(const TensorSpec& s, bool trainable, DType frozen_dtype) {
-    if (trainable || s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) return DType::F32;
-    if (dtype_is_quantized(frozen_dtype) && (s.kind == TensorKind::Embedding || s.kind == TensorKind::Head))
-        return DType::BF16;
-    return frozen_dtype;
+    return frozen_storage_dtype(s.kind, trainable, frozen_dtype);
 }
 
 // Bytes of n elements stored as t: quant/quant.h's dtype_nbytes, so a quantised frozen base is

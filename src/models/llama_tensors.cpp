@@ -31,6 +31,13 @@ std::vector<TensorSpec> llama_tensor_specs(const ModelConfig& c) {
     return specs;
 }
 
+DType frozen_storage_dtype(TensorKind kind, bool trainable, DType frozen_dtype) {
+    if (trainable || kind == TensorKind::Norm || kind == TensorKind::Bias) return DType::F32;
+    if (dtype_is_quantized(frozen_dtype) && (kind == TensorKind::Embedding || kind == TensorKind::Head))
+        return DType::BF16;
+    return frozen_dtype;
+}
+
 size_t spec_numel(const TensorSpec& spec) {
     size_t n = 1;
     for (int64_t d : spec.shape) n *= size_t(d);
