@@ -34,11 +34,7 @@ const char* kChatHelp =
 
 ChatSetup load_chat_model(const std::string& model_dir, const std::string& adapter, const std::string& tmpl) {
     ChatSetup s;
-    ModelOptions mo;
-    mo.trainable = false;
-    if (!adapter.empty()) use_adapter_base_storage(mo, adapter);  // a QLoRA adapter: the NF4 base it was trained on
-    s.model = LlamaModel::load(model_dir, mo);
-    if (!adapter.empty()) load_peft_adapter(*s.model, adapter);
+    s.model = load_model_with_adapter(model_dir, adapter);
     s.tok = Tokenizer::load(model_dir);
     if (s.tok->vocab_size() > s.model->config.vocab_size)
         fail("[chat] {}: the tokenizer has {} tokens but the model's vocab_size is {}", model_dir, s.tok->vocab_size(),

@@ -144,15 +144,6 @@ DataFormat parse_format(const std::string& name) {
     fail("[eval] --format {}: expected auto, alpaca, openai, sharegpt or text", name);
 }
 
-std::unique_ptr<LlamaModel> load_eval_model(const std::string& dir, const std::string& adapter) {
-    ModelOptions mo;
-    mo.trainable = false;
-    if (!adapter.empty()) use_adapter_base_storage(mo, adapter);  // a QLoRA adapter: the NF4 base it was trained on
-    auto model = LlamaModel::load(dir, mo);
-    if (!adapter.empty()) load_peft_adapter(*model, adapter);
-    return model;
-}
-
 bool is_config_file(const std::string& p) {
     std::string ext = fs::path(p).extension().string();
     return (ext == ".yaml" || ext == ".yml") && fs::is_regular_file(p);
@@ -210,14 +201,14 @@ Command add_eval(CLI::App& app) {
                     }
                     std::fprintf(stderr, "eval: %s%s%s on the validation data of %s\n", model_dir.c_str(),
                                  adapter.empty() ? "" : " + ", adapter.c_str(), o->model.c_str());
-                    auto model = load_eval_model(model_dir, adapter);
+                    auto model = load_model_with_adapter(model_dir, adapter);
                     const int64_t B = o->batch > 1 ? o->batch : std::max<int64_t>(1, cfg.train.batch_size);
                     print_data_loss(dataset_loss(*model, data.eval, B), data.eval, data, o->json);
                     return 0;
                 }
                 const int given = !o->text.empty() + !o->ids.empty() + !o->data.empty();
                 if (given != 1) fail("[eval] give exactly one of --text FILE, --ids FILE or --data FILE");
-                auto model = load_eval_model(o->model, o->adapter);
+                auto model = load_model_with_adapter(o->model, o->adapter);
                 const int64_t max_pos = model->config.max_position_embeddings;
                 if (!o->data.empty()) {
                     DataConfig dc;

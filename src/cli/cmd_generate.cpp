@@ -117,11 +117,7 @@ Command add_generate(CLI::App& app) {
                     std::printf("%s\n", chat.send(o->prompt).text.c_str());
                     return 0;
                 }
-                ModelOptions mo;
-                mo.trainable = false;
-                if (!o->adapter.empty()) use_adapter_base_storage(mo, o->adapter);  // a QLoRA adapter: the NF4 base it was trained on
-                auto model = LlamaModel::load(o->model, mo);
-                if (!o->adapter.empty()) load_peft_adapter(*model, o->adapter);
+                auto model = load_model_with_adapter(o->model, o->adapter);
                 if (!o->prompt_ids.empty()) {
                     std::vector<int32_t> prompt;
                     std::istringstream in(o->prompt_ids);

@@ -62,11 +62,7 @@ Command add_perplexity(CLI::App& app) {
                 const int stride = o->stride > 0 ? o->stride : o->ctx;
                 if (stride > o->ctx)
                     fail("[perplexity] --stride {} is longer than --ctx {} (tokens would be skipped)", stride, o->ctx);
-                ModelOptions mo;
-                mo.trainable = false;
-                if (!o->adapter.empty()) use_adapter_base_storage(mo, o->adapter);  // a QLoRA adapter: the NF4 base it was trained on
-                auto model = LlamaModel::load(o->model, mo);
-                if (!o->adapter.empty()) load_peft_adapter(*model, o->adapter);
+                auto model = load_model_with_adapter(o->model, o->adapter);
                 const std::string& file = o->ids.empty() ? o->text : o->ids;
                 std::vector<int32_t> ids = o->ids.empty() ? read_text_ids(o->text, *Tokenizer::load(o->model))
                                                           : read_token_ids(o->ids, model->config.vocab_size);
