@@ -4,9 +4,6 @@
 // and llama-adapter.cpp (adapter layout).
 #include "models/gguf_export.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -23,6 +20,7 @@
 #include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "io/mapped_pages.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "models/gguf_model.h"
@@ -74,16 +72,6 @@ int64_t permute_heads(const std::string& hf_name, const ModelConfig& c, const st
     if (ends_with(hf_name, "q_proj.weight") || ends_with(hf_name, "q_proj.bias")) return c.num_heads;
     if (ends_with(hf_name, "k_proj.weight") || ends_with(hf_name, "k_proj.bias")) return c.num_kv_heads;
     return 0;
-}
-
-// Drops the pages of a memory-mapped source range once it is converted: the mapping is read-only
-// and file-backed, so the kernel can re-read them if ever needed, and the process's resident set
-// stays at a block of rows instead of growing to the whole model (the page cache keeps what it
-// wants).
-void release_pages(const void* data, size_t n) {
-    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-    uintptr_t lo = (uintptr_t(data) + page - 1) / page * page, hi = (uintptr_t(data) + n) / page * page;
-    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 // (out, in) of the linear a LoRA module adapts.
@@ -355,7 +343,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
                 f32.resize(ne);
                 weight_rows_to_f32(f32.data(), WeightView{t.data, t.dtype, rows, cols}, r0, n);
                 const size_t esize = dtype_size(t.dtype);
-                release_pages(t.data + size_t(r0 * cols) * esize, ne * esize);
+                release_mapped_pages(t.data + size_t(r0 * cols) * esize, ne * esize);
                 src = f32.data();
             }
             if (heads) {
@@ -373,7 +361,7 @@ GgufExportReport export_gguf(const std::string& model_dir, const std::string& ou
             }
         }
         if (merged) std::vector<float>().swap(whole);
-        release_pages(t.data, t.nbytes);
+        release_mapped_pages(t.data, t.nbytes);
     }
     w.finish();
     report.file_bytes = w.file_size();
@@ -520,7 +508,7 @@ HfExportReport export_hf_from_gguf(const std::string& gguf_path, const std::stri
                 convert_from_f32(bytes.data() + size_t(r0 * cols) * dtype_size(dtype), dtype, dst, size_t(nr * cols));
         }
         w.write(s.name, bytes.data());
-        release_pages(gw.data, gw.nbytes);
+        release_mapped_pages(gw.data, gw.nbytes);
     }
     w.finish();
     write_text_atomic((tmp.path / "config.json").string(), config_to_json(c).dump(2) + "\n", "export");
