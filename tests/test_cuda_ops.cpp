@@ -39,6 +39,7 @@
 
 using namespace tuner;
 using tuner::testing::random_floats;
+using tuner::testing::Rng;
 
 namespace {
 
@@ -57,18 +58,6 @@ bool device_required() {
         }                                                                                                 \
     } while (0)
 
-// Deterministic integers (splitmix64).
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed) {}
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    int below(int n) { return int(next() % uint64_t(n)); }
-};
 
 // ---- device memory ----------------------------------------------------------------------------
 

@@ -39,26 +39,12 @@ std::string make_hf_model(const std::string& dir) {
     return path;
 }
 
-// The same learnable task as test_train (an animal's colour), as alpaca records.
-std::string write_data(const std::string& dir, int n, int seed) {
-    const char* animals[] = {"cat", "dog", "bird", "fish", "frog", "duck", "bear", "fox"};
-    const char* colours[] = {"red", "blue", "green", "yellow", "pink", "brown", "white", "black"};
-    std::string path = dir + "/data-" + std::to_string(seed) + ".jsonl";
-    std::ofstream f(path);
-    for (int i = 0; i < n; i++) {
-        int a = (i * 7 + seed) % 8;
-        f << "{\"instruction\": \"What colour is the " << animals[a] << "?\", \"input\": \"\", \"output\": \"The "
-          << animals[a] << " is " << colours[a] << ".\"}\n";
-    }
-    return path;
-}
-
 TrainResult train_lora_on(const std::string& gguf, const std::string& dir) {
     const std::string cfg = dir + "/train.yaml";
     std::ofstream(cfg) << "model: " << gguf << "\nmethod: lora\noutput_dir: " << dir << "/out\n"
                        << "lora: {r: 8, lora_alpha: 16, lora_dropout: 0.0}\n"
-                       << "data:\n  train: [{path: " << write_data(dir, 48, 1) << ", format: alpaca}]\n"
-                       << "  eval: [{path: " << write_data(dir, 16, 3) << ", format: alpaca}]\n"
+                       << "data:\n  train: [{path: " << tuner::testing::write_colour_dataset(dir, 48, 1) << ", format: alpaca}]\n"
+                       << "  eval: [{path: " << tuner::testing::write_colour_dataset(dir, 16, 3) << ", format: alpaca}]\n"
                        << "  template: default\n  max_length: 96\n  pack: true\n"
                        << "train: {lr: 1.0e-2, batch_size: 4, max_steps: 12, warmup_steps: 1, seed: 1}\n"
                        << "save: {every: 100, keep: 1}\n";

@@ -29,6 +29,7 @@
 
 using namespace tuner;
 using tuner::testing::random_floats;
+using tuner::testing::Rng;
 
 namespace {
 
@@ -36,18 +37,6 @@ constexpr double kH = 1e-6;  // finite-difference step
 
 std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
 
-// Deterministic integers (splitmix64).
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed) {}
-    uint64_t next() {
-        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    int below(int n) { return int(next() % uint64_t(n)); }
-};
 
 // Indices to check: all of [0, n) when n <= k, else k random ones.
 std::vector<size_t> sample(size_t n, size_t k, uint64_t seed) {

@@ -22,23 +22,11 @@
 using namespace tuner;
 namespace fs = std::filesystem;
 
-// A learnable task for a model that knows TinyStories: alpaca records whose answer is a fixed
-// function of the question (the colour of a named animal).
-static std::string write_dataset(const std::string& dir, int n, int seed) {
-    const char* animals[] = {"cat", "dog", "bird", "fish", "frog", "duck", "bear", "fox"};
-    const char* colours[] = {"red", "blue", "green", "yellow", "pink", "brown", "white", "black"};
-    std::string path = dir + "/data-" + std::to_string(seed) + ".jsonl";
-    std::ofstream f(path);
-    for (int i = 0; i < n; i++) {
-        int a = (i * 7 + seed) % 8;
-        f << "{\"instruction\": \"What colour is the " << animals[a] << "?\", \"input\": \"\", \"output\": \"The "
-          << animals[a] << " is " << colours[a] << ".\"}\n";
-    }
-    return path;
-}
+// The learnable task: an animal's colour (tests/testing.h write_colour_dataset).
+using tuner::testing::write_colour_dataset;
 
 static std::string write_config(const std::string& dir, const std::string& model, const std::string& extra) {
-    std::string train = write_dataset(dir, 48, 1), eval = write_dataset(dir, 16, 3);
+    std::string train = write_colour_dataset(dir, 48, 1), eval = write_colour_dataset(dir, 16, 3);
     std::string path = dir + "/train.yaml";
     std::ofstream f(path);
     f << "model: " << model << "\n"

@@ -51,6 +51,19 @@ int run_command(const std::string& command, std::string* output) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+std::string write_colour_dataset(const std::string& dir, int n, int seed) {
+    const char* animals[] = {"cat", "dog", "bird", "fish", "frog", "duck", "bear", "fox"};
+    const char* colours[] = {"red", "blue", "green", "yellow", "pink", "brown", "white", "black"};
+    std::string path = dir + "/data-" + std::to_string(seed) + ".jsonl";
+    std::ofstream f(path);
+    for (int i = 0; i < n; i++) {
+        int a = (i * 7 + seed) % 8;
+        f << "{\"instruction\": \"What colour is the " << animals[a] << "?\", \"input\": \"\", \"output\": \"The "
+          << animals[a] << " is " << colours[a] << ".\"}\n";
+    }
+    return path;
+}
+
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale) {
     std::mt19937_64 rng(seed);
     std::uniform_real_distribution<float> dist(-scale, scale);

@@ -28,6 +28,22 @@ std::string make_temp_dir(const std::string& prefix);
 int run_command(const std::string& command, std::string* output);
 // Deterministic pseudo-random floats in [-scale, scale).
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f);
+// Deterministic integers (splitmix64), for token ids, shapes and segment lengths.
+struct Rng {
+    uint64_t s;
+    explicit Rng(uint64_t seed) : s(seed) {}
+    uint64_t next() {
+        uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+    int below(int n) { return int(next() % uint64_t(n)); }
+};
+// An alpaca .jsonl of n records whose answer is a fixed function of the question (the colour of
+// a named animal: "What colour is the dog?" -> "The dog is blue."), a skill small models learn
+// in a few steps; records start at animal `seed`. Returns DIR/data-SEED.jsonl.
+std::string write_colour_dataset(const std::string& dir, int n, int seed);
 // The whole file as bytes ("" when it cannot be read).
 std::string read_file(const std::string& path);
 // The fastest of `reps` timed calls of f, in seconds, after one untimed warm-up call (primitive
