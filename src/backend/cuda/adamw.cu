@@ -46,7 +46,7 @@ AdamWScalars adamw_scalars(double lr, double beta1, double beta2, double eps, do
 
 void adamw_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamWScalars& s) {
     if (n <= 0) return;
-    adamw_kernel<<<grid_for(n, 256), 256, 0, context("adamw_step").stream>>>(p, g, m, v, n, s);
+    launch(adamw_kernel, grid_for(n, 256), 256, 0, context("adamw_step").stream, p, g, m, v, n, s);
     CUDA_LAUNCH_CHECK("adamw_kernel");
 }
 

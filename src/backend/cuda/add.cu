@@ -15,7 +15,7 @@ __global__ void add_kernel(float* out, const float* a, const float* b, int64_t n
 
 void add_launch(const char* op, float* out, const float* a, const float* b, int64_t n) {
     if (n <= 0) return;
-    add_kernel<<<grid_for(n, 256), 256, 0, context(op).stream>>>(out, a, b, n);
+    launch(add_kernel, grid_for(n, 256), 256, 0, context(op).stream, out, a, b, n);
     CUDA_LAUNCH_CHECK("add_kernel");
 }
 

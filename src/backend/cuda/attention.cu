@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
                                                                      const float* k, const float* v,
                                                                      const int32_t* seg_start, Dims g) {
     constexpr int RW = rows_per_warp<HDMAX>(), BQ = kWarps * RW, DPL = HDMAX / 32, KS = HDMAX + 1;
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     float* sQ = reinterpret_cast<float*>(smem4);  // (BQ, HDMAX)
     float* sK = sQ + BQ * HDMAX;                  // (BK, HDMAX + 1)
     float* sV = sK + BK * KS;                     // (BK, HDMAX)
@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(float* dq, const
                                                                 const float* k, const float* v, const float* lse,
                                                                 const float* D, const int32_t* seg_start, Dims g) {
     constexpr int RW = rows_per_warp<HDMAX>(), BQ = kWarps * RW, DPL = HDMAX / 32, KS = HDMAX + 1;
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     float* sQ = reinterpret_cast<float*>(smem4);  // (BQ, HDMAX)
     float* sdO = sQ + BQ * HDMAX;                 // (BQ, HDMAX)
     float* sK = sdO + BQ * HDMAX;                 // (BK, HDMAX + 1)
@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(float* dk, floa
                                                                  const float* lse, const float* D,
                                                                  const int32_t* seg_start, Dims g) {
     constexpr int KW = keys_per_warp<HDMAX>(), BKV = kWarps * KW, DPL = HDMAX / 32, QS = HDMAX + 1;
-    extern __shared__ float4 smem4[];
+    DYNAMIC_SHARED(float4, smem4);
     float* sK = reinterpret_cast<float*>(smem4);  // (BKV, HDMAX)
     float* sV = sK + BKV * HDMAX;                 // (BKV, HDMAX)
     float* sQ = sV + BKV * HDMAX;                 // (BT, HDMAX + 1)
@@ -478,7 +478,7 @@ void forward_launch(float* out, float* lse, const float* q, const float* k, cons
     static const bool ready = (prepare(attention_forward_kernel<HDMAX>, smem, "attention_forward"), true);
     (void)ready;
     const dim3 grid(unsigned((g.T + BQ - 1) / BQ), unsigned(g.NH), unsigned(g.B));
-    attention_forward_kernel<HDMAX><<<grid, kThreads, smem, context().stream>>>(out, lse, q, k, v, seg, g);
+    launch(attention_forward_kernel<HDMAX>, grid, kThreads, smem, context().stream, out, lse, q, k, v, seg, g);
     CUDA_LAUNCH_CHECK("attention_forward_kernel");
 }
 
@@ -493,10 +493,10 @@ void backward_launch(float* dq, float* dk, float* dv, const float* dout, const f
                                prepare(attention_dkv_kernel<HDMAX>, smem_dkv, "attention_backward (dk, dv)"), true);
     (void)ready;
     const dim3 grid_q(unsigned((g.T + BQ - 1) / BQ), unsigned(g.NH), unsigned(g.B));
-    attention_dq_kernel<HDMAX><<<grid_q, kThreads, smem_dq, stream>>>(dq, dout, q, k, v, lse, D, seg, g);
+    launch(attention_dq_kernel<HDMAX>, grid_q, kThreads, smem_dq, stream, dq, dout, q, k, v, lse, D, seg, g);
     CUDA_LAUNCH_CHECK("attention_dq_kernel");
     const dim3 grid_kv(unsigned((g.T + BKV - 1) / BKV), unsigned(g.NKV), unsigned(g.B));
-    attention_dkv_kernel<HDMAX><<<grid_kv, kThreads, smem_dkv, stream>>>(dk, dv, dout, q, k, v, lse, D, seg, g);
+    launch(attention_dkv_kernel<HDMAX>, grid_kv, kThreads, smem_dkv, stream, dk, dv, dout, q, k, v, lse, D, seg, g);
     CUDA_LAUNCH_CHECK("attention_dkv_kernel");
 }
 
@@ -527,7 +527,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     Workspace ws("attention_backward", attention_workspace_bytes(s));
     float* D = ws.take<float>(size_t(s.B) * s.NH * s.T);
     const int64_t rows = int64_t(s.B) * s.T * s.NH;
-    attention_delta_kernel<<<grid_for(rows * 32, 256), 256, 0, context().stream>>>(D, dout, out, g);
+    launch(attention_delta_kernel, grid_for(rows * 32, 256), 256, 0, context().stream, D, dout, out, g);
     CUDA_LAUNCH_CHECK("attention_delta_kernel");
     if (g.HD <= 32) backward_launch<32>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);
     else if (g.HD <= 64) backward_launch<64>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);

@@ -163,7 +163,7 @@ int64_t lm_head_cross_entropy(float* losses, float* lse, float* dx, float* dhead
     int32_t* rows = ws.take<int32_t>(size_t(N));
     int32_t* info = ws.take<int32_t>(2);
 
-    ce_compact_kernel<<<1, kCompactThreads, 0, stream>>>(rows, info, losses, lse, targets, N, V);
+    launch(ce_compact_kernel, 1, kCompactThreads, 0, stream, rows, info, losses, lse, targets, N, V);
     CUDA_LAUNCH_CHECK("ce_compact_kernel");
     if (grads) CUDA_CHECK(cudaMemsetAsync(dx, 0, size_t(N * C) * sizeof(float), stream));  // ignored rows: dx = 0
     int32_t host_info[2];
@@ -182,16 +182,16 @@ int64_t lm_head_cross_entropy(float* losses, float* lse, float* dx, float* dhead
         const int64_t nr = std::min(R, count - c0);
         const int32_t* crow = rows + c0;
         ws.rewind(mark);
-        gather_rows_kernel<<<row_blocks(nr), 256, 0, stream>>>(xs, x, crow, nr, C);
+        launch(gather_rows_kernel, row_blocks(nr), 256, 0, stream, xs, x, crow, nr, C);
         CUDA_LAUNCH_CHECK("gather_rows_kernel");
         matmul_forward_ws(ws, logits, xs, head, nullptr, nr, false);  // (nr, V)
-        ce_softmax_kernel<<<row_blocks(nr), kRowThreads, 0, stream>>>(logits, losses, lse, crow, targets, nr, V,
+        launch(ce_softmax_kernel, row_blocks(nr), kRowThreads, 0, stream, logits, losses, lse, crow, targets, nr, V,
                                                                       grad_scale, grads);
         CUDA_LAUNCH_CHECK("ce_softmax_kernel");
         if (!grads) continue;
         ws.rewind(mark);
         matmul_backward_input_ws(ws, dxs, logits, head, nr, false);  // dxs (nr, C) = dlogits @ head
-        scatter_rows_kernel<<<row_blocks(nr), 256, 0, stream>>>(dx, dxs, crow, nr, C);
+        launch(scatter_rows_kernel, row_blocks(nr), 256, 0, stream, dx, dxs, crow, nr, C);
         CUDA_LAUNCH_CHECK("scatter_rows_kernel");
         if (dhead) {
             ws.rewind(mark);

@@ -1,6 +1,11 @@
 // Internal to the CUDA backend (included by the .cu files only): call-site error checks (llm.c's
-// cudaCheck), the context (cuBLASLt handle, stream), the per-op workspace cursor, and small
-// device helpers (warp reductions, grid sizes).
+// cudaCheck), the context (cuBLASLt handle, stream), the per-op workspace cursor, kernel launches
+// (launch, DYNAMIC_SHARED) and small device helpers (warp reductions, grid sizes).
+//
+// The same .cu files also compile as plain C++ against the CPU emulator of the CUDA execution
+// model (TUNER_CUDA_EMU, the tuner_lib_emu library; see emu/cuda_emu.h and docs/cuda.md): its
+// include folder provides stand-ins for <cuda_runtime.h>, <cuda_bf16.h>, <cuda_fp16.h> and
+// <cublasLt.h>, so the includes below are the same in both builds.
 #pragma once
 
 #include <cublasLt.h>
@@ -9,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "backend/cuda/cuda_backend.h"
 #include "core/error.h"
@@ -73,13 +79,42 @@ class Workspace {
 inline size_t ws_size(size_t bytes) { return (bytes + kDeviceAlign - 1) / kDeviceAlign * kDeviceAlign; }
 
 // ---- launch helpers -------------------------------------------------------------------------
+
+// launch(kernel, grid, block, smem_bytes, stream, args...) is kernel<<<grid, block, smem_bytes,
+// stream>>>(args...) with nvcc; under the emulator it runs the grid on the CPU (blocks one after
+// another, the threads of a block as fibers). Follow it with CUDA_LAUNCH_CHECK("kernel") in both.
+//   launch(add_kernel, grid_for(n, 256), 256, 0, stream, out, a, b, n);
+//   CUDA_LAUNCH_CHECK("add_kernel");
+#if defined(TUNER_CUDA_EMU)
+// A macro, so that the emulator knows the kernel's name for its reports (deadlocks, faults).
+#define launch(...) launch_named_(#__VA_ARGS__, __VA_ARGS__)
+template <typename... P, typename... A>
+void launch_named_(const char* text, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes,
+                   cudaStream_t stream, A&&... args) {
+    ::tuner::emu::run_kernel(text, kernel, grid, block, smem_bytes, stream, std::forward<A>(args)...);
+}
+#else
+template <typename... P, typename... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, A&&... args) {
+    kernel<<<grid, block, smem_bytes, stream>>>(std::forward<A>(args)...);
+}
+#endif
+
+// Dynamic shared memory of a kernel (the launch's smem_bytes), as a T* named `name`:
+//   DYNAMIC_SHARED(float4, smem4);   // extern __shared__ float4 smem4[] with nvcc
+#if defined(TUNER_CUDA_EMU)
+#define DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::tuner::emu::dynamic_shared())
+#else
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 inline unsigned grid_for(int64_t n, int threads) {
     const int64_t blocks = (n + threads - 1) / threads;
     // Grid-stride loops cover the rest: 64k blocks keep every SM busy.
     return unsigned(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
 }
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(TUNER_CUDA_EMU)
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -31,7 +31,7 @@ void embedding_forward(float* out, const int32_t* ids, const WeightView& table, 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C) {
     if (N <= 0 || C <= 0) return;
     const unsigned blocks = unsigned(N < 65535 ? N : 65535);
-    embedding_backward_kernel<<<blocks, 256, 0, context("embedding_backward").stream>>>(dtable, dout, ids, N, C);
+    launch(embedding_backward_kernel, blocks, 256, 0, context("embedding_backward").stream, dtable, dout, ids, N, C);
     CUDA_LAUNCH_CHECK("embedding_backward_kernel");
 }
 

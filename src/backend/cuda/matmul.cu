@@ -194,7 +194,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const voi
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {  // empty product: C = C or 0
         if (!accumulate) {
-            zero_kernel<<<grid_for(M * N, 256), 256, 0, stream>>>(C, M, N, ldc);
+            launch(zero_kernel, grid_for(M * N, 256), 256, 0, stream, C, M, N, ldc);
             CUDA_LAUNCH_CHECK("zero_kernel");
         }
         return;
@@ -239,7 +239,7 @@ void matmul_forward_ws(Workspace& ws, float* y, const float* x, const WeightView
         }
     }
     if (bias) {
-        add_bias_kernel<<<grid_for(N * out, 256), 256, 0, stream>>>(y, bias, N, out);
+        launch(add_bias_kernel, grid_for(N * out, 256), 256, 0, stream, y, bias, N, out);
         CUDA_LAUNCH_CHECK("add_bias_kernel");
     }
 }
@@ -281,7 +281,7 @@ void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, const flo
              stream);
     }
     if (dbias) {
-        column_sums_add_kernel<<<unsigned((out + 31) / 32), 32 * kColWarps, 0, stream>>>(dbias, dy, N, out);
+        launch(column_sums_add_kernel, unsigned((out + 31) / 32), 32 * kColWarps, 0, stream, dbias, dy, N, out);
         CUDA_LAUNCH_CHECK("column_sums_add_kernel");
     }
 }

@@ -74,7 +74,7 @@ unsigned row_blocks(int64_t N) { return unsigned(N < 65535 ? N : 65535); }
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weight, int64_t N, int64_t C, float eps) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t stream = context("rmsnorm_forward").stream;
-    rmsnorm_forward_kernel<<<row_blocks(N), kRowThreads, 0, stream>>>(out, rstd, x, weight, N, C, eps);
+    launch(rmsnorm_forward_kernel, row_blocks(N), kRowThreads, 0, stream, out, rstd, x, weight, N, C, eps);
     CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
 }
 
@@ -83,11 +83,11 @@ void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float*
                       const float* rstd, int64_t N, int64_t C) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t stream = context("rmsnorm_backward").stream;
-    rmsnorm_backward_dx_kernel<<<row_blocks(N), kRowThreads, 0, stream>>>(dx, dout, x, weight, rstd, N, C);
+    launch(rmsnorm_backward_dx_kernel, row_blocks(N), kRowThreads, 0, stream, dx, dout, x, weight, rstd, N, C);
     CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
     if (!dweight) return;
     const unsigned col_blocks = unsigned((C + 31) / 32);
-    rmsnorm_backward_dweight_kernel<<<col_blocks, 32 * kColWarps, 0, stream>>>(dweight, dout, x, rstd, N, C);
+    launch(rmsnorm_backward_dweight_kernel, col_blocks, 32 * kColWarps, 0, stream, dweight, dout, x, rstd, N, C);
     CUDA_LAUNCH_CHECK("rmsnorm_backward_dweight_kernel");
 }
 

@@ -33,7 +33,7 @@ void rope_launch(const char* op, float* x, const int32_t* pos, const float* inv_
                  float sign) {
     const int64_t total = N * H * (HD / 2);
     if (total <= 0) return;
-    rope_kernel<<<grid_for(total, 256), 256, 0, context(op).stream>>>(x, pos, inv_freq, N, H, HD, sign);
+    launch(rope_kernel, grid_for(total, 256), 256, 0, context(op).stream, x, pos, inv_freq, N, H, HD, sign);
     CUDA_LAUNCH_CHECK("rope_kernel");
 }
 

@@ -33,14 +33,14 @@ __global__ void swiglu_backward_kernel(float* dgate, float* dup, const float* dh
 
 void swiglu_forward(float* h, const float* gate, const float* up, int64_t n) {
     if (n <= 0) return;
-    swiglu_forward_kernel<<<grid_for(n, 256), 256, 0, context("swiglu_forward").stream>>>(h, gate, up, n);
+    launch(swiglu_forward_kernel, grid_for(n, 256), 256, 0, context("swiglu_forward").stream, h, gate, up, n);
     CUDA_LAUNCH_CHECK("swiglu_forward_kernel");
 }
 
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, int64_t n) {
     if (n <= 0) return;
     cudaStream_t stream = context("swiglu_backward").stream;
-    swiglu_backward_kernel<<<grid_for(n, 256), 256, 0, stream>>>(dgate, dup, dh, gate, up, n);
+    launch(swiglu_backward_kernel, grid_for(n, 256), 256, 0, stream, dgate, dup, dh, gate, up, n);
     CUDA_LAUNCH_CHECK("swiglu_backward_kernel");
 }
 

@@ -160,7 +160,7 @@ void launch_weight_rows(T* dst, const WeightView& w, int64_t r0, int64_t rows, c
     TUNER_ASSERT(r0 >= 0 && rows >= 0 && r0 + rows <= w.rows);
     const int64_t n = rows * w.cols;
     if (n == 0) return;
-    weight_rows_kernel<T><<<grid_for(n, 256), 256, 0, stream>>>(dst, dev_weight(w), r0, rows);
+    launch(weight_rows_kernel<T>, grid_for(n, 256), 256, 0, stream, dst, dev_weight(w), r0, rows);
     CUDA_LAUNCH_CHECK("weight_rows_kernel");
 }
 
@@ -203,14 +203,14 @@ void weight_rows_to_bf16(__nv_bfloat16* dst, const WeightView& w, int64_t r0, in
 
 void f32_to_bf16(__nv_bfloat16* dst, const float* src, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
-    f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(dst, src, n);
+    launch(f32_to_bf16_kernel, grid_for(n, 256), 256, 0, stream, dst, src, n);
     CUDA_LAUNCH_CHECK("f32_to_bf16_kernel");
 }
 
 void embedding_gather(float* out, const int32_t* ids, const WeightView& table, int64_t N, cudaStream_t stream) {
     if (N <= 0 || table.cols <= 0) return;
     const unsigned blocks = unsigned(N < 65535 ? N : 65535);
-    embedding_gather_kernel<<<blocks, 256, 0, stream>>>(out, ids, dev_weight(table), N);
+    launch(embedding_gather_kernel, blocks, 256, 0, stream, out, ids, dev_weight(table), N);
     CUDA_LAUNCH_CHECK("embedding_gather_kernel");
 }
 
