@@ -34,6 +34,7 @@ Command add_train(CLI::App& app);      // cmd_train.cpp
 Command add_chat(CLI::App& app);       // cmd_chat.cpp
 Command add_eval(CLI::App& app);       // cmd_eval.cpp
 Command add_export(CLI::App& app);     // cmd_export.cpp
+Command add_logits(CLI::App& app);     // cmd_logits.cpp
 
 // Adds --threads N to a subcommand (default 0: all cores).
 void add_threads_option(CLI::App* sub, int* threads);

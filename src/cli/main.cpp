@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
         tuner::cli::add_generate(app),   tuner::cli::add_info(app),       tuner::cli::add_tokenize(app),
         tuner::cli::add_data(app),       tuner::cli::add_templates(app),  tuner::cli::add_merge(app),
         tuner::cli::add_chat(app),       tuner::cli::add_eval(app),       tuner::cli::add_export(app),
+        tuner::cli::add_logits(app),
     };
     try {
         app.parse(argc, argv);
