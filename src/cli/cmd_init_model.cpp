@@ -1,19 +1,57 @@
-// tuner init-model PRESET OUT_DIR [--seed N] [--dtype f32|bf16] [--tokenizer DIR|bytes]
+// tuner init-model PRESET OUT_DIR [--seed N] [--dtype f32|bf16] [--tokenizer DIR|bytes] [--config-only]
+// --config-only writes config.json (and the tokenizer when --tokenizer is given) but no weights:
+// what another framework needs to build the same shape itself (bench/bench_peft_gpu.py), without
+// writing 27 GB for llama-7b.
+#include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
 #include "core/arena.h"
 #include "core/threads.h"
+#include "io/atomic_file.h"
+#include "io/tokenizer_files.h"
 #include "models/init_model.h"
 #include "models/presets.h"
+#include "tokenizer/byte_tokenizer_files.h"
 
 namespace tuner::cli {
+
+namespace {
+
+// config.json (+ tokenizer) only: the config-and-tokenizer half of init_model (models/init_model.cpp),
+// with the same vocab/bos/eos rules, and no model.safetensors.
+void write_config_only(ModelConfig config, const std::string& out_dir, const InitModelOptions& options) {
+    namespace fs = std::filesystem;
+    fs::create_directories(out_dir);
+    if (fs::exists(fs::path(out_dir) / "model.safetensors"))
+        fail("[init-model] {}: holds a model.safetensors; --config-only would leave it beside a config that may "
+             "not match (choose a new folder)", out_dir);
+    if (options.tokenizer_dir == "bytes") {
+        write_byte_tokenizer(out_dir);
+        config.vocab_size = kByteTokenizerVocab;
+        config.bos_token_id = 256;
+        config.eos_token_id = 257;
+    } else if (!options.tokenizer_dir.empty()) {
+        TokenizerFilesInfo tok = read_tokenizer_files_info(options.tokenizer_dir);
+        config.vocab_size = tok.vocab_size;
+        if (tok.bos_token_id >= 0) config.bos_token_id = tok.bos_token_id;
+        if (tok.eos_token_id >= 0) config.eos_token_id = tok.eos_token_id;
+        for (const auto& name : tok.files)
+            fs::copy_file(fs::path(options.tokenizer_dir) / name, fs::path(out_dir) / name,
+                          fs::copy_options::overwrite_existing);
+    }
+    config.torch_dtype = dtype_torch_name(options.dtype);
+    write_text_atomic((fs::path(out_dir) / "config.json").string(), config_to_json(config).dump(2) + "\n", "init-model");
+}
+
+}  // namespace
 
 Command add_init_model(CLI::App& app) {
     struct Opts {
         std::string preset, out_dir, dtype = "f32", tokenizer;
         uint64_t seed = 0;
         int threads = 0;
+        bool config_only = false;
     };
     auto o = std::make_shared<Opts>();
     std::string presets;
@@ -24,6 +62,7 @@ Command add_init_model(CLI::App& app) {
     sub->add_option("--seed", o->seed, "random seed");
     sub->add_option("--dtype", o->dtype, "weight dtype: f32, bf16 or f16");
     sub->add_option("--tokenizer", o->tokenizer, "copy this folder's tokenizer and take vocab_size, bos, eos from it; 'bytes': a byte-level tokenizer made here");
+    sub->add_flag("--config-only", o->config_only, "write config.json (and the tokenizer) but no weights");
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);
@@ -32,6 +71,15 @@ Command add_init_model(CLI::App& app) {
                 opts.seed = o->seed;
                 opts.tokenizer_dir = o->tokenizer;
                 if (!dtype_from_user_name(o->dtype, &opts.dtype)) fail("[init-model] unknown --dtype '{}'", o->dtype);
+                if (o->config_only) {
+                    write_config_only(config, o->out_dir, opts);
+                    ModelConfig written = load_config(o->out_dir + "/config.json");
+                    std::printf("wrote %s/config.json: preset %s, %.1fM parameters, %s, vocab %lld (no weights: "
+                                "--config-only)\n",
+                                o->out_dir.c_str(), o->preset.c_str(), double(written.num_params()) / 1e6,
+                                dtype_name(opts.dtype), (long long)written.vocab_size);
+                    return 0;
+                }
                 init_model(config, o->out_dir, opts);
                 ModelConfig written = load_config(o->out_dir + "/config.json");
                 std::printf("wrote %s: preset %s, %.1fM parameters, %s, vocab %lld, peak RSS %s\n", o->out_dir.c_str(),
