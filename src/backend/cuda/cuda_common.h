@@ -3,7 +3,7 @@
 // (launch, DYNAMIC_SHARED) and small device helpers (warp reductions, grid sizes).
 //
 // The same .cu files also compile as plain C++ against the CPU emulator of the CUDA execution
-// model (TUNER_CUDA_EMU, the tuner_lib_emu library; see emu/cuda_emu.h and docs/cuda.md): its
+// model (TUNER_CUDA_EMU, the tuner_lib_emu library; see emu/include/cuda_runtime.h and docs/cuda.md): its
 // include folder provides stand-ins for <cuda_runtime.h>, <cuda_bf16.h>, <cuda_fp16.h> and
 // <cublasLt.h>, so the includes below are the same in both builds.
 #pragma once

@@ -118,6 +118,10 @@ void init() { (void)context("init"); }
 
 std::string device_summary() {
     const Context& c = context();
+#if defined(TUNER_CUDA_EMU)
+    (void)c;
+    return "CPU emulator of the CUDA execution model (TUNER_CUDA_EMU: kernel logic only, no timing, host memory)";
+#endif
     cudaDeviceProp p;
     CUDA_CHECK(cudaGetDeviceProperties(&p, c.device));
     return fmt::format("{} (compute capability {}.{}, {} SMs, {})", p.name, p.major, p.minor, p.multiProcessorCount,

@@ -1,0 +1,3 @@
+// CPU emulator: see cuda_runtime.h.
+#pragma once
+#include "cuda_runtime.h"
