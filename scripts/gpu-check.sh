@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: builds tuner with CUDA (Release, in build-gpu/), runs every CUDA
 # test with TUNER_REQUIRE_CUDA=1 (a missing device fails instead of skipping), runs the GPU
-# benchmarks, and prints a short table. Exits non-zero on any build or test failure, after the
-# table. Needs no network. A few minutes on one H100/H200 (most of it the build).
+# benchmarks, then the ecosystem check (tuner's LoRA, merge and logits against transformers +
+# PEFT on stories260K) and the tuner-vs-PEFT benchmark (bench/compare_gpu.sh), and prints a short
+# table. Each step is guarded: a failure is recorded and the next step still runs. Exits non-zero
+# on any build or test failure, after the table. Needs no network. About 8 minutes on one H200:
+# build ~3 min, CUDA tests + benchmarks ~1 min, ecosystem check ~1 min, compare_gpu ~3 min.
+# What each step prints and how to read the table: docs/gpu-check.md.
 #
 #   scripts/gpu-check.sh                    # everything
 #   GPU_CHECK_BENCH=0 scripts/gpu-check.sh  # tests only
@@ -10,6 +14,9 @@
 #   BUILD=build-x scripts/gpu-check.sh      # another build folder
 #   GPU_CHECK_SKIP_BUILD=1 scripts/gpu-check.sh  # rerun the tests and benchmarks of the last build
 #   GPU_CHECK_LAB=1 scripts/gpu-check.sh    # also build and run the kernel lab (dev/cuda), ~2 more minutes
+#   GPU_CHECK_ECOSYSTEM=0 scripts/gpu-check.sh  # skip the transformers + PEFT check
+#   GPU_CHECK_DATA=path/to/data             # the shared test data (default ../shared/data)
+#   PYTHON=python3.11 scripts/gpu-check.sh  # the Python with torch (CUDA), transformers, peft
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +33,15 @@ note() { summary+=("$1"); }
 if command -v nvidia-smi >/dev/null 2>&1; then
   say "device"
   nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader || true
-else
+elif compgen -G "/dev/nvidia[0-9]*" >/dev/null; then
   say "device: nvidia-smi not found (the tests will say whether CUDA sees a device)"
+elif [ "${GPU_CHECK_FORCE:-0}" != "1" ]; then
+  # Without a GPU the CUDA build alone takes long and every check would fail: stop here.
+  say "device: no GPU (no nvidia-smi, no /dev/nvidia*)"
+  echo "gpu-check: FAILED: this machine has no NVIDIA GPU; run it on one (GPU_CHECK_FORCE=1 runs every step anyway)"
+  exit 1
+else
+  say "device: no GPU found; GPU_CHECK_FORCE=1: running every step anyway (each will say what failed)"
 fi
 
 # ---- build ---------------------------------------------------------------------------------------
@@ -47,9 +61,9 @@ build() {
     echo "gpu-check: FAILED: CMake did not enable CUDA (nvcc not found? put it on PATH or set CMAKE_CUDA_COMPILER)"
     exit 1
   fi
-  cmake --build "$BUILD" -j "$JOBS" --target test_cuda_ops test_cuda_bench test_cuda_stubs >"$BUILD/build.log" 2>&1
+  cmake --build "$BUILD" -j "$JOBS" --target test_cuda_ops test_cuda_bench test_cuda_stubs tuner >"$BUILD/build.log" 2>&1
   local brc=$?
-  if [ "$brc" != 0 ] || [ ! -x "$BUILD/tests/test_cuda_ops" ]; then
+  if [ "$brc" != 0 ] || [ ! -x "$BUILD/tests/test_cuda_ops" ] || [ ! -x "$BUILD/tuner" ]; then
     grep -E "error|FAILED" "$BUILD/build.log" | head -40
     echo "gpu-check: FAILED: build (exit $brc; see $BUILD/build.log)"
     exit 1
@@ -118,6 +132,123 @@ if [ "${GPU_CHECK_LAB:-0}" = "1" ]; then
   fi
 fi
 
+# ---- ecosystem check: tuner's files and logits against transformers + PEFT (~1 min) ---------------
+# On stories260K: a 5-step LoRA with `tuner train --device cuda` (tests/data/lora-stories-check.yaml),
+# `tuner merge`, `tuner logits` of base+adapter and of the merged folder (on the CPU, the reference
+# backend, and on CUDA), each compared by tests/ref/hf_check.py with transformers + PEFT in float32.
+PY=${PYTHON:-python3}
+DATA=${GPU_CHECK_DATA:-../shared/data}
+ECO_IDS=1,403,407,261,378,1,29,100,200,300,400,500,511,0,2
+eco_lines=()
+ecosystem() {
+  local dir="$LOG_DIR/ecosystem" model="$DATA/stories260K/hf" tuner="$BUILD/tuner" t0 rc backend=hf
+  t0=$(date +%s)
+  say "ecosystem check (stories260K: tuner train --device cuda, merge, logits vs transformers + PEFT)"
+  if [ ! -d "$model" ]; then
+    note "ecosystem: skipped ($model not found; set GPU_CHECK_DATA=path/to/shared/data)"
+    return
+  fi
+  if [ ! -x "$tuner" ]; then
+    status=1
+    note "ecosystem: FAILED ($tuner was not built)"
+    return
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  # The config with its ../shared/data paths pointed at $DATA.
+  sed "s#\.\./shared/data#$DATA#g" tests/data/lora-stories-check.yaml >"$dir/train.yaml"
+  local train_dev=cuda
+  if ! timeout 180 "$tuner" train "$dir/train.yaml" --device cuda --set output_dir="$dir/run" >"$dir/train.log" 2>&1; then
+    status=1
+    eco_lines+=("train --device cuda: FAILED ($(grep -v '^$' "$dir/train.log" | tail -1 | cut -c1-120)); trained on the CPU instead")
+    train_dev=cpu
+    rm -rf "$dir/run"
+    if ! timeout 180 "$tuner" train "$dir/train.yaml" --set output_dir="$dir/run" >"$dir/train-cpu.log" 2>&1; then
+      note "ecosystem: FAILED (tuner train failed on cuda and cpu; logs $dir/train.log, $dir/train-cpu.log)"
+      tail -5 "$dir/train-cpu.log"
+      return
+    fi
+  else
+    eco_lines+=("train --device cuda: ok ($(grep -E '^step 5/5' "$dir/train.log" | cut -d'|' -f2 | xargs))")
+  fi
+  cat "$dir/train.log" "$dir/train-cpu.log" 2>/dev/null | grep -E "^step|^wrote" | tail -6
+  if ! "$tuner" merge "$model" "$dir/run/adapter" "$dir/merged" >"$dir/merge.log" 2>&1; then
+    status=1
+    note "ecosystem: FAILED (tuner merge: $(tail -1 "$dir/merge.log"))"
+    return
+  fi
+  # Logits on the CPU (the reference backend) and on CUDA; a failure of one still lets the other run.
+  local dev ok_devs=()
+  for dev in cpu cuda; do
+    if "$tuner" logits "$model" --adapter "$dir/run/adapter" --ids "$ECO_IDS" --device "$dev" --out "$dir/adapter-$dev.npy" \
+          >"$dir/logits-$dev.log" 2>&1 &&
+       "$tuner" logits "$dir/merged" --ids "$ECO_IDS" --device "$dev" --out "$dir/merged-$dev.npy" >>"$dir/logits-$dev.log" 2>&1; then
+      ok_devs+=("$dev")
+    else
+      status=1
+      eco_lines+=("logits --device $dev: FAILED ($(grep -v '^$' "$dir/logits-$dev.log" | tail -1 | cut -c1-120))")
+    fi
+  done
+  # transformers + PEFT; when this Python lacks them (exit 2), our own float64 reference instead, so
+  # the CUDA logits are still checked (and the table says which reference was used).
+  for dev in "${ok_devs[@]}"; do
+    local tol=1e-3 min_argmax=0.95
+    # bf16 compute on the GPU: ~1e-2 of max|logit| at most, and a near-tie may flip one argmax.
+    [ "$dev" = cuda ] && tol=2e-2 && min_argmax=0.9
+    "$PY" tests/ref/hf_check.py --backend "$backend" --base "$model" --adapter "$dir/run/adapter" --merged "$dir/merged" \
+      --ids "$ECO_IDS" --logits "$dir/adapter-$dev.npy" --merged-logits "$dir/merged-$dev.npy" --tol "$tol" \
+      --min-argmax "$min_argmax" >"$dir/hf_check-$dev.log" 2>&1
+    rc=$?
+    if [ "$rc" = 2 ] && [ "$backend" = hf ]; then
+      eco_lines+=("hf_check: cannot run with transformers + PEFT ($(tail -1 "$dir/hf_check-$dev.log" | cut -c1-120)); using --backend ref")
+      status=1
+      backend=ref
+      "$PY" tests/ref/hf_check.py --backend ref --base "$model" --adapter "$dir/run/adapter" --merged "$dir/merged" \
+        --ids "$ECO_IDS" --logits "$dir/adapter-$dev.npy" --merged-logits "$dir/merged-$dev.npy" --tol "$tol" \
+        --min-argmax "$min_argmax" >"$dir/hf_check-$dev.log" 2>&1
+      rc=$?
+    fi
+    cat "$dir/hf_check-$dev.log"
+    local worst
+    worst=$(grep -oE "worst rel [0-9.e+-]+" "$dir/hf_check-$dev.log" | cut -d' ' -f3)
+    if [ "$rc" = 0 ]; then
+      eco_lines+=("tuner logits ($dev) vs $backend: ok (worst rel ${worst}, tol $tol)")
+    else
+      status=1
+      eco_lines+=("tuner logits ($dev) vs $backend: FAILED (exit $rc; $dir/hf_check-$dev.log)")
+    fi
+  done
+  local failed=0 line
+  for line in "${eco_lines[@]}"; do [[ $line == *FAILED* || $line == *"cannot run"* ]] && failed=1; done
+  if [ "$failed" = 0 ] && [ ${#ok_devs[@]} = 2 ]; then
+    note "ecosystem: ok (train $train_dev, merge, logits cpu+cuda vs $backend; $(($(date +%s) - t0)) s)"
+  else
+    note "ecosystem: FAILED (details below; logs $dir/)"
+  fi
+}
+if [ "${GPU_CHECK_ECOSYSTEM:-1}" != "0" ]; then
+  ecosystem
+fi
+
+# ---- tuner vs PyTorch + transformers + PEFT on the GPU (~3 min) -----------------------------------
+# llama-1b, T=2048, r=64: LoRA, QLoRA and full fine-tuning (bench/compare_gpu.sh; 3 timed steps per
+# run, each run at most 150 s).
+compare_lines=()
+if [ "${GPU_CHECK_BENCH:-1}" != "0" ]; then
+  say "tuner vs PEFT (bench/compare_gpu.sh llama-1b 2048 64)"
+  t0=$(date +%s)
+  TUNER="$BUILD/tuner" PYTHON="$PY" STEPS=${GPU_CHECK_COMPARE_STEPS:-3} TIMEOUT=150 OUT="$LOG_DIR/compare-gpu" \
+    bench/compare_gpu.sh llama-1b 2048 64 2>&1 | tee "$LOG_DIR/compare-gpu.log"
+  crc=${PIPESTATUS[0]}
+  mapfile -t compare_lines < <(grep '^COMPARE|' "$LOG_DIR/compare-gpu.log")
+  if [ "$crc" != 0 ] || [ ${#compare_lines[@]} = 0 ]; then
+    status=1
+    note "tuner vs PEFT: FAILED (exit $crc; log $LOG_DIR/compare-gpu.log)"
+  else
+    note "tuner vs PEFT: ok (${#compare_lines[@]} rows, $(($(date +%s) - t0)) s)"
+  fi
+fi
+
 # ---- table ---------------------------------------------------------------------------------------
 say "gpu-check summary"
 for line in "${summary[@]}"; do echo "  $line"; done
@@ -129,9 +260,22 @@ if [ ${#bench_lines[@]} -gt 0 ]; then
     printf '  %-36s %8s %-8s %s\n' "$name" "$value" "$unit" "$rest"
   done
 fi
+if [ ${#eco_lines[@]} -gt 0 ]; then
+  echo
+  echo "  ecosystem check (stories260K)"
+  for line in "${eco_lines[@]}"; do echo "    $line"; done
+fi
+if [ ${#compare_lines[@]} -gt 0 ]; then
+  echo
+  printf '  %-36s %12s %12s %10s\n' "tuner vs PEFT (llama-1b, T=2048, r=64)" "tuner tok/s" "PEFT tok/s" "tuner/PEFT"
+  for line in "${compare_lines[@]}"; do
+    IFS='|' read -r _ row ratio ttps ptps <<<"$line"
+    printf '  %-36s %12s %12s %10s\n' "$row" "$ttps" "$ptps" "$ratio"
+  done
+fi
 echo
 if [ "$status" != 0 ]; then
   echo "gpu-check: FAILED (see the lines above and $LOG_DIR/)"
   exit 1
 fi
-echo "gpu-check: all CUDA tests passed"
+echo "gpu-check: all CUDA tests and checks passed"
