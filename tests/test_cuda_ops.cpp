@@ -18,8 +18,9 @@
 //  * 5e-3: TF32 GEMMs (inputs rounded to 10-bit mantissas, relative 2^-11 each).
 //  * 2e-2: BF16 GEMMs (inputs rounded to 8-bit mantissas, relative 2^-9 each; a dot product of
 //    K random terms keeps ~2^-8 of its magnitude as error, well under 2e-2 of the tensor max).
-//  * AdamW: 4e-7 relative per element (the same f32 operations; the CPU's compiler may fuse a
-//    multiply-add the GPU rounds twice: one ulp per step).
+//  * AdamW: bit-exact against the step computed on the host with every operation rounded
+//    separately (what the kernel specifies); 4e-7 (norm-wise) against the CPU's AdamW, whose
+//    compiler fuses multiply-adds the kernel rounds twice.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -107,10 +108,12 @@ double gemm_tol(cuda::MatmulCompute c) {
     return c == cuda::MatmulCompute::F32 ? 1e-5 : c == cuda::MatmulCompute::TF32 ? 5e-3 : 2e-2;
 }
 
-// max |got - want| <= tol * max |want| (tol = 0: bit-exact); reports the worst element.
-void expect_near(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what) {
+// max |got - want| <= tol * max(max |want|, min_scale) (tol = 0: bit-exact); reports the worst
+// element. min_scale: the size of the terms a tensor sums, for tensors that can be exactly 0.
+void expect_near(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what,
+                 double min_scale = 0.0) {
     ASSERT_EQ(got.size(), want.size()) << what;
-    double scale = 0.0;
+    double scale = min_scale;
     for (float w : want) scale = std::max(scale, double(std::fabs(w)));
     size_t worst = 0, bad = 0;
     double worst_err = -1.0;
@@ -475,9 +478,12 @@ void check_attention(const AttnShape& s, bool segments, uint64_t seed) {
     cuda::copy_to_device(od, out.data(), nq * 4);
     cuda::copy_to_device(ld, lse.data(), nl * 4);
     cuda::attention_backward(dqd, dkd, dvd, doutd, qd, kd, vd, od, ld, segd, s);
-    expect_near(Dev::down(dqd, nq), dq, 1e-4, "attention dq");
-    expect_near(Dev::down(dkd, nkv), dk, 1e-4, "attention dk");
-    expect_near(Dev::down(dvd, nkv), dv, 1e-4, "attention dv");
+    // Where every query sees one key only (T = 1) dq and dk are exactly 0 (P = 1, dS = 0): the
+    // CPU's values are rounding noise (~1e-8) and no scale for the tolerance. So the scale is at
+    // least 1e-3: far below the gradients of the other shapes (~0.1 to 10), far above the noise.
+    expect_near(Dev::down(dqd, nq), dq, 1e-4, "attention dq", 1e-3);
+    expect_near(Dev::down(dkd, nkv), dk, 1e-4, "attention dk", 1e-3);
+    expect_near(Dev::down(dvd, nkv), dv, 1e-4, "attention dv", 1e-3);
 }
 
 TEST(CudaAttention, GqaCausal) {
@@ -587,6 +593,31 @@ TEST(CudaCrossEntropy, TargetOutsideVocabularyIsAnError) {
 // AdamW
 // =============================================================================================
 
+// One f32 operation rounded once, whatever the compiler's contraction settings: not inlined,
+// so a multiply and the add of its product cannot fuse into one FMA (GNU C++ contracts across
+// inlined calls, even through casts to double and back).
+[[gnu::noinline]] float mul_rn(float a, float b) { return a * b; }
+[[gnu::noinline]] float add_rn(float a, float b) { return a + b; }
+[[gnu::noinline]] float div_rn(float a, float b) { return a / b; }
+[[gnu::noinline]] float sqrt_rn(float a) { return std::sqrt(a); }
+
+// cuda_backend.h's AdamW step, each operation rounded separately in torch's order.
+void adamw_reference(float* p, const float* g, float* m, float* v, int64_t n, const cuda::AdamWScalars& s) {
+    for (int64_t i = 0; i < n; i++) {
+        const float pi = s.decays ? mul_rn(p[i], s.decay) : p[i];
+        const float mi = add_rn(mul_rn(m[i], s.beta1), mul_rn(g[i], s.one_minus_beta1));
+        const float vi = add_rn(mul_rn(v[i], s.beta2), mul_rn(mul_rn(g[i], g[i]), s.one_minus_beta2));
+        const float denom = add_rn(div_rn(sqrt_rn(vi), s.bias_correction2_sqrt), s.eps);
+        p[i] = add_rn(pi, div_rn(mul_rn(s.neg_step_size, mi), denom));
+        m[i] = mi, v[i] = vi;
+    }
+}
+
+// The kernel against (1) the step as specified, every operation rounded separately: bit-exact;
+// (2) the CPU's AdamW (train/adamw.cpp): 4e-7 of each tensor's max, norm-wise like the other
+// ops. Not per element: the CPU's compiler contracts m * b1 + g * (1 - b1) into one FMA (GNU C++
+// with -march=native), and where the two terms nearly cancel (or p nearly cancels its update)
+// that one rounding moves the element by many of its own ulps.
 TEST(CudaAdamW, MatchesCpuAdamW) {
     REQUIRE_CUDA();
     for (double wd : {0.0, 0.1}) {
@@ -595,6 +626,7 @@ TEST(CudaAdamW, MatchesCpuAdamW) {
         const int64_t n = 100003;
         std::vector<float> p = random_floats(size_t(n), 101), g(static_cast<size_t>(n));
         const std::vector<float> p0 = p;
+        std::vector<float> pr = p0, mr(size_t(n), 0.0f), vr(size_t(n), 0.0f);
         Param param;
         param.name = "w";
         param.value = Tensor::view(p.data(), DType::F32, {n});
@@ -608,23 +640,19 @@ TEST(CudaAdamW, MatchesCpuAdamW) {
             std::copy(gn.begin(), gn.end(), g.begin());  // in place: param.grad points at g's buffer
             const double lr = cfg.lr * step;  // a schedule: the lr changes per step
             opt.step(lr);
+            const cuda::AdamWScalars sc = cuda::adamw_scalars(lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, step);
+            adamw_reference(pr.data(), gn.data(), mr.data(), vr.data(), n, sc);
             cuda::copy_to_device(gd, g.data(), size_t(n) * 4);
-            cuda::adamw_step(pd, gd, md, vd, n,
-                             cuda::adamw_scalars(lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, step));
+            cuda::adamw_step(pd, gd, md, vd, n, sc);
         }
-        const std::vector<float> pg = Dev::down(pd, size_t(n)), mg = Dev::down(md, size_t(n)),
-                                 vg = Dev::down(vd, size_t(n));
-        size_t bad = 0;
-        for (int64_t i = 0; i < n; i++) {
-            const float* m = opt.exp_avg(0);
-            const float* v = opt.exp_avg_sq(0);
-            auto close = [](float a, float b) { return std::fabs(a - b) <= 4e-7 * std::fabs(b) + 1e-30; };
-            if (!close(pg[size_t(i)], p[size_t(i)]) || !close(mg[size_t(i)], m[i]) || !close(vg[size_t(i)], v[i]))
-                if (bad++ < 5)
-                    ADD_FAILURE() << "[" << i << "] p " << pg[size_t(i)] << " vs " << p[size_t(i)] << ", m "
-                                  << mg[size_t(i)] << " vs " << m[i] << ", v " << vg[size_t(i)] << " vs " << v[i];
-        }
-        EXPECT_EQ(bad, 0u);
+        expect_near(Dev::down(pd, size_t(n)), pr, 0.0, "adamw p (separately rounded reference)");
+        expect_near(Dev::down(md, size_t(n)), mr, 0.0, "adamw m (separately rounded reference)");
+        expect_near(Dev::down(vd, size_t(n)), vr, 0.0, "adamw v (separately rounded reference)");
+        expect_near(Dev::down(pd, size_t(n)), p, 4e-7, "adamw p (cpu)");
+        expect_near(Dev::down(md, size_t(n)), std::vector<float>(opt.exp_avg(0), opt.exp_avg(0) + n), 4e-7,
+                    "adamw m (cpu)");
+        expect_near(Dev::down(vd, size_t(n)), std::vector<float>(opt.exp_avg_sq(0), opt.exp_avg_sq(0) + n), 4e-7,
+                    "adamw v (cpu)");
     }
 }
 
