@@ -13,23 +13,43 @@ Arena::Arena(std::string name, size_t capacity) : name_(std::move(name)), capaci
     std::memset(base_, 0, capacity_);
 }
 
-Arena::~Arena() { std::free(base_); }
+Arena Arena::over(std::string name, void* base, size_t capacity, Device device) {
+    TUNER_ASSERT_MSG(reinterpret_cast<uintptr_t>(base) % kArenaAlign == 0, "Arena::over: unaligned base");
+    Arena a;
+    a.name_ = std::move(name);
+    a.base_ = static_cast<uint8_t*>(base);
+    a.capacity_ = capacity / kArenaAlign * kArenaAlign;
+    a.owned_ = false;
+    a.device_ = device;
+    return a;
+}
+
+Arena::~Arena() {
+    if (owned_) std::free(base_);
+}
 
 Arena::Arena(Arena&& o) noexcept
-    : name_(std::move(o.name_)), base_(o.base_), capacity_(o.capacity_), used_(o.used_) {
+    : name_(std::move(o.name_)), base_(o.base_), capacity_(o.capacity_), used_(o.used_), owned_(o.owned_),
+      device_(o.device_) {
     o.base_ = nullptr;
     o.capacity_ = o.used_ = 0;
+    o.owned_ = true;
+    o.device_ = Device::CPU;
 }
 
 Arena& Arena::operator=(Arena&& o) noexcept {
     if (this != &o) {
-        std::free(base_);
+        if (owned_) std::free(base_);
         name_ = std::move(o.name_);
         base_ = o.base_;
         capacity_ = o.capacity_;
         used_ = o.used_;
+        owned_ = o.owned_;
+        device_ = o.device_;
         o.base_ = nullptr;
         o.capacity_ = o.used_ = 0;
+        o.owned_ = true;
+        o.device_ = Device::CPU;
     }
     return *this;
 }
@@ -45,10 +65,11 @@ void* Arena::alloc(size_t bytes) {
 Tensor Arena::alloc_tensor(DType dtype, const std::vector<int64_t>& dims) {
     int64_t n = 1;
     for (int64_t d : dims) n *= d;
-    return Tensor::view(alloc(size_t(n) * dtype_size(dtype)), dtype, dims);
+    return Tensor::view(alloc(size_t(n) * dtype_size(dtype)), dtype, dims, device_);
 }
 
 void Arena::zero() {
+    TUNER_ASSERT_MSG(device_ == Device::CPU, "Arena::zero on device memory (use cuda::memset_device)");
     if (base_) std::memset(base_, 0, used_);
 }
 

@@ -32,6 +32,10 @@ class Arena {
   public:
     Arena() = default;
     Arena(std::string name, size_t capacity);
+    // A non-owning arena over memory someone else allocated (a CUDA DeviceArena's buffer): the
+    // same bump allocation, so host and device layouts come from the same code. Tensors it hands
+    // out are tagged with `device`; zero() is for host memory only.
+    static Arena over(std::string name, void* base, size_t capacity, Device device);
     ~Arena();
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
@@ -43,18 +47,21 @@ class Arena {
     float* alloc_f32(size_t n) { return static_cast<float*>(alloc(n * sizeof(float))); }
     Tensor alloc_tensor(DType dtype, const std::vector<int64_t>& dims);
     void reset() { used_ = 0; }  // forget every allocation (memory is kept)
-    void zero();                 // memset the used part to 0
+    void zero();                 // memset the used part to 0 (host arenas only)
 
     const std::string& name() const { return name_; }
     size_t capacity() const { return capacity_; }
     size_t used() const { return used_; }
     uint8_t* base() const { return base_; }
+    Device device() const { return device_; }
 
   private:
     std::string name_;
     uint8_t* base_ = nullptr;
     size_t capacity_ = 0;
     size_t used_ = 0;
+    bool owned_ = true;
+    Device device_ = Device::CPU;
 };
 
 // A list of named allocations grouped by role; each entry is rounded up to kArenaAlign so

@@ -73,6 +73,11 @@ struct Tensor {
         TUNER_ASSERT(dtype == DType::F32 && device == Device::CPU);
         return static_cast<float*>(data);
     }
+    // f32 data on whatever device holds it (for kernel calls that dispatch on the device).
+    float* f32_on_device() const {
+        TUNER_ASSERT(dtype == DType::F32);
+        return static_cast<float*>(data);
+    }
 };
 
 }  // namespace tuner

@@ -18,6 +18,7 @@
 #include "io/safetensors.h"
 #include "models/llama.h"
 #include "models/llama_tensors.h"
+#include "nn/device_copy.h"
 #include "quant/quant.h"
 
 namespace tuner {
@@ -173,7 +174,8 @@ void save_peft_adapter(LlamaModel& model, const std::string& dir, const std::str
     SafetensorsWriter w((fs::path(dir) / kWeightsFile).string());
     std::vector<Param*> ps = model.adapter_params();
     for (Param* p : ps) w.declare(p->name, DType::F32, p->value.dims());
-    for (Param* p : ps) w.write(p->name, p->value.data);
+    std::vector<uint8_t> scratch;  // host copies of adapters on the GPU
+    for (Param* p : ps) w.write(p->name, tensor_to_host(p->value, scratch));
     w.finish();
     write_text_atomic((fs::path(dir) / kConfigFile).string(), j.dump(2) + "\n", "peft");
 }
@@ -237,7 +239,9 @@ void load_peft_adapter_weights(LlamaModel& model, const std::string& dir) {
                 fail("[peft] {}: tensor '{}' has shape {} but the model needs {} (r = {}; an adapter for another "
                      "model?)",
                      f.path(), t.name, shape_str(t.shape), p.value.shape_str(), ad->r());
-            t.to_f32(p.value.f32());
+            std::vector<float> values(size_t(p.value.numel()));
+            t.to_f32(values.data());
+            tensor_from_host(p.value, values.data());
         }
         used.insert(it->first);
     }
@@ -328,9 +332,11 @@ void use_adapter_base_storage(ModelOptions& options, const std::string& adapter_
     }
 }
 
-std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir) {
+std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir,
+                                                    Device device) {
     ModelOptions mo;
     mo.trainable = false;
+    mo.device = device;
     if (!adapter_dir.empty()) use_adapter_base_storage(mo, adapter_dir);
     auto model = LlamaModel::load(model_dir, mo);
     if (!adapter_dir.empty()) load_peft_adapter(*model, adapter_dir);

@@ -87,8 +87,9 @@ void use_adapter_base_storage(ModelOptions& options, const std::string& adapter_
 
 // A frozen model for inference (generate, chat, eval, perplexity) with the adapter in
 // ADAPTER_DIR applied ("" = none): the base stored as the adapter was trained against it
-// (use_adapter_base_storage), then load_peft_adapter.
-std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir);
+// (use_adapter_base_storage), then load_peft_adapter; on `device` (CUDA: see ModelOptions::device).
+std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir,
+                                                    Device device = Device::CPU);
 
 // Splits a LoRA tensor name into (layer, module, 'A' | 'B'); false if it is not one.
 bool parse_lora_tensor_name(const std::string& name, int* layer, int* module, char* which);

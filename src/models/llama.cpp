@@ -8,11 +8,13 @@
 
 #include <omp.h>
 
+#include "backend/cuda/device_ops.h"
 #include "core/random.h"
 #include "io/atomic_file.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "models/llama_tensors.h"
+#include "nn/device_copy.h"
 #include "nn/linear.h"
 #include "nn/rope.h"
 #include "quant/quant.h"
@@ -115,8 +117,8 @@ void LlamaModel::allocate_params(bool trainable, DType frozen_dtype) {
     const auto specs = llama_tensor_specs(config);
     layers.assign(size_t(config.num_layers), LlamaLayer{});
     plan_params(plan_, config, trainable, frozen_dtype, options.quant);
-    weights_ = Arena("weights", plan_.role_bytes("weights"));
-    if (trainable) grads_ = Arena("grads", plan_.role_bytes("grads"));
+    weights_ = Arena("weights", plan_.role_bytes("weights"));  // on the host first (see finish_load)
+    if (trainable) grads_ = make_arena("grads", plan_.role_bytes("grads"), dev_grads_);
     for (const auto& s : specs) {
         Param* p = param_for_spec(*this, s);
         p->name = s.name;
@@ -130,6 +132,44 @@ void LlamaModel::allocate_params(bool trainable, DType frozen_dtype) {
         lm_head.value = embed_tokens.value;
         lm_head.grad = embed_tokens.grad;
     }
+}
+
+Arena LlamaModel::make_arena(const char* role, size_t bytes, cuda::DeviceArena& backing) {
+    if (!on_cuda()) return Arena(role, bytes);
+    if (bytes == 0) return Arena();
+    backing = cuda::DeviceArena(role, bytes);
+    void* base = backing.alloc(bytes, role);
+    cuda::memset_device(base, 0, bytes);  // host arenas start zeroed too
+    return Arena::over(role, base, bytes, Device::CUDA);
+}
+
+void LlamaModel::move_arena_to_device(Arena& arena, cuda::DeviceArena& backing, const std::vector<Tensor*>& tensors) {
+    if (arena.device() == Device::CUDA || arena.capacity() == 0) return;
+    backing = cuda::DeviceArena(arena.name(), arena.capacity());
+    uint8_t* dev = static_cast<uint8_t*>(backing.alloc(arena.capacity(), arena.name()));
+    cuda::copy_to_device(dev, arena.base(), arena.used());
+    const uint8_t* lo = arena.base();
+    const uint8_t* hi = lo + arena.capacity();
+    for (Tensor* t : tensors) {
+        const uint8_t* p = static_cast<const uint8_t*>(t->data);
+        if (p < lo || p >= hi) continue;
+        t->data = dev + (p - lo);
+        t->device = Device::CUDA;
+    }
+    const size_t used = arena.used(), capacity = arena.capacity();
+    arena = Arena::over(arena.name(), dev, capacity, Device::CUDA);
+    arena.alloc(used);  // the moved tensors occupy the same bytes
+}
+
+void LlamaModel::finish_load() {
+    if (!on_cuda()) return;
+    std::vector<Tensor*> values;
+    for (Param* p : params()) values.push_back(&p->value);
+    values.push_back(&lm_head.value);  // aliases the embedding when tied: moved to the same place
+    move_arena_to_device(weights_, dev_weights_, values);
+    dev_rope_ = cuda::DeviceArena("rope", inv_freq_.size() * sizeof(float));
+    inv_freq_dev_ = dev_rope_.alloc_f32(inv_freq_.size(), "inv_freq");
+    cuda::copy_to_device(inv_freq_dev_, inv_freq_.data(), inv_freq_.size() * sizeof(float));
 }
 
 std::vector<Param*> LlamaModel::params() {
@@ -192,8 +232,8 @@ void LlamaModel::enable_lora(const LoraConfig& cfg) {
     const std::array<bool, kLoraModules> on = cfg.targets("enable_lora");
     const int64_t r = cfg.r;
     plan_adapters(plan_, config, cfg);
-    adapters_ = Arena("adapters", plan_.role_bytes("adapters"));
-    adapter_grads_ = Arena("adapter grads", plan_.role_bytes("adapter grads"));
+    adapters_ = Arena("adapters", plan_.role_bytes("adapters"));  // initialised on the host, then moved
+    adapter_grads_ = make_arena("adapter grads", plan_.role_bytes("adapter grads"), dev_adapter_grads_);
     for (int il = 0; il < int(config.num_layers); il++)
         for (int m = 0; m < kLoraModules; m++) {
             if (!on[size_t(m)]) continue;
@@ -211,6 +251,13 @@ void LlamaModel::enable_lora(const LoraConfig& cfg) {
             ad.module = m;
             lora_init(ad, cfg.seed);
         }
+    if (on_cuda()) {
+        std::vector<Tensor*> values;
+        for (auto& layer : layers)
+            for (auto& ad : layer.lora)
+                if (ad.active()) values.push_back(&ad.A.value), values.push_back(&ad.B.value);
+        move_arena_to_device(adapters_, dev_adapters_, values);
+    }
     lora_ = cfg;
     a_.reset();  // the next prepare plans the adapter activations
 }
@@ -293,6 +340,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, const Model
     }
     m->source_.reset();  // everything is copied: unmap the files
     m->inv_freq_ = rope_inv_freq(m->config);
+    m->finish_load();
     if (options.lora) m->enable_lora(*options.lora);
     return m;
 }
@@ -314,6 +362,7 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const ModelConfig& config, const 
                        m->options.quant);
     }
     m->inv_freq_ = rope_inv_freq(config);
+    m->finish_load();
     if (options.lora) m->enable_lora(*options.lora);
     return m;
 }
@@ -358,6 +407,7 @@ void LlamaModel::plan_activations(MemoryPlan& plan, const ModelConfig& c, int B,
             plan.add("adapter activations", "lora dropout(x) scratch (regenerated)", N * max_in * f);
         if (training) plan.add("activation grads", "lora dxa", N * R * f);
     }
+    if (o.device_batch) plan.add("activations", "batch tokens, targets, positions, segments (device)", N * 4, 4);
     if (training) {
         plan.add("activation grads", "dres, dh, dtmp", N * C * f, 3);
         plan.add("activation grads", "dq, datt", N * QD * f, 2);
@@ -395,12 +445,16 @@ void LlamaModel::prepare(int B, int T, bool training) {
     po.training = training;
     po.checkpointing = checkpointing;
     po.lora = lora_ ? &*lora_ : nullptr;
+    po.device_batch = on_cuda();
     plan_activations(plan, c, B, T, po);
     plan_ = std::move(plan);
     a_.reset();
     acts_ = Arena();  // free the old activations before allocating the new ones
-    acts_ = Arena("activations", plan_.role_bytes("activations") + plan_.role_bytes("activation grads") +
-                                     plan_.role_bytes("adapter activations"));
+    dev_acts_ = cuda::DeviceArena();
+    acts_ = make_arena("activations",
+                       plan_.role_bytes("activations") + plan_.role_bytes("activation grads") +
+                           plan_.role_bytes("adapter activations"),
+                       dev_acts_);
 
     // The allocations below follow plan_activations entry by entry (checked at the end).
     const size_t R = lora_ ? size_t(lora_->r) : 0;
@@ -460,7 +514,18 @@ void LlamaModel::prepare(int B, int T, bool training) {
         a_->dup = acts_.alloc_f32(N * F);
         a_->dm = acts_.alloc_f32(N * F);
     }
+    if (po.device_batch) {
+        d_tokens_ = static_cast<int32_t*>(acts_.alloc(N * 4));
+        d_targets_ = static_cast<int32_t*>(acts_.alloc(N * 4));
+        d_pos_ = static_cast<int32_t*>(acts_.alloc(N * 4));
+        d_seg_ = static_cast<int32_t*>(acts_.alloc(N * 4));
+    }
     TUNER_ASSERT_MSG(acts_.used() == acts_.capacity(), "prepare allocated other buffers than plan_activations planned");
+    if (on_cuda()) {
+        // Every op's device scratch, reserved once here: nothing is allocated in the step loop.
+        cuda::reserve_workspace(cuda_workspace_bytes(B, T));
+        host_losses_.resize(N);
+    }
     default_pos_.resize(N);
     default_pos_T_ = 0;  // filled by run_forward for the batch's T
     max_B_ = B;
@@ -472,15 +537,9 @@ void LlamaModel::prepare(int B, int T, bool training) {
 
 // ---- forward --------------------------------------------------------------------------------
 void LlamaModel::run_forward(const Batch& batch) {
-    TUNER_ASSERT_MSG(a_ && batch.B <= max_B_ && batch.T <= max_T_, "call prepare(B, T) with a large enough shape");
     const ModelConfig& c = config;
     const int64_t N = int64_t(batch.B) * batch.T, C = c.hidden_size;
     const float eps = float(c.rms_norm_eps);
-    if (!batch.positions && default_pos_T_ != batch.T) {
-        // default positions 0..T-1 in every row, laid out for this batch's T
-        for (size_t i = 0; i < default_pos_.size(); i++) default_pos_[i] = int32_t(i % size_t(batch.T));
-        default_pos_T_ = batch.T;
-    }
     float* x = a_->x_embed;
     OP(embedding_forward)(x, batch.tokens, embed_tokens.weight_view(), N);
     for (int il = 0; il < int(c.num_layers); il++) {
@@ -488,7 +547,56 @@ void LlamaModel::run_forward(const Batch& batch) {
         forward_layer(il, batch, x, out);
         x = out;
     }
-    OP(rmsnorm_forward)(a_->hf, a_->rstdf, x, final_norm.value.f32(), N, C, eps);
+    OP(rmsnorm_forward)(a_->hf, a_->rstdf, x, final_norm.value.f32_on_device(), N, C, eps);
+}
+
+Batch LlamaModel::device_batch(const Batch& batch) {
+    TUNER_ASSERT_MSG(a_ && batch.B <= max_B_ && batch.T <= max_T_, "call prepare(B, T) with a large enough shape");
+    if (!batch.positions && default_pos_T_ != batch.T) {
+        // default positions 0..T-1 in every row, laid out for this batch's T
+        for (size_t i = 0; i < default_pos_.size(); i++) default_pos_[i] = int32_t(i % size_t(batch.T));
+        default_pos_T_ = batch.T;
+    }
+    if (!on_cuda()) return batch;
+    const size_t bytes = size_t(batch.B) * size_t(batch.T) * sizeof(int32_t);
+    Batch d = batch;
+    cuda::copy_to_device(d_tokens_, batch.tokens, bytes);
+    d.tokens = d_tokens_;
+    if (batch.targets) {
+        cuda::copy_to_device(d_targets_, batch.targets, bytes);
+        d.targets = d_targets_;
+    }
+    cuda::copy_to_device(d_pos_, batch.positions ? batch.positions : default_pos_.data(), bytes);
+    d.positions = d_pos_;
+    if (batch.seg_start) {
+        cuda::copy_to_device(d_seg_, batch.seg_start, bytes);
+        d.seg_start = d_seg_;
+    }
+    return d;
+}
+
+double LlamaModel::sum_losses(int64_t n) {
+    const float* losses = a_->losses;
+    if (on_cuda()) {
+        cuda::copy_to_host(host_losses_.data(), a_->losses, size_t(n) * sizeof(float));
+        losses = host_losses_.data();
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += losses[i];
+    return sum;
+}
+
+size_t LlamaModel::cuda_workspace_bytes(int B, int T) {
+    const int64_t N = int64_t(B) * T;
+    size_t ws = 0;
+    for (Param* p : params())
+        if (p->value.ndim == 2) ws = std::max(ws, cuda::matmul_workspace_bytes(N, p->weight_view()));
+    for (Param* p : adapter_params()) ws = std::max(ws, cuda::matmul_workspace_bytes(N, p->weight_view()));
+    const ModelConfig& c = config;
+    ws = std::max(ws, cuda::attention_workspace_bytes(AttnShape{B, T, int(c.num_heads), int(c.num_kv_heads),
+                                                                int(c.head_dim)}));
+    ws = std::max(ws, cuda::cross_entropy_workspace_bytes(N, lm_head.weight_view()));
+    return ws;
 }
 
 void LlamaModel::forward_layer(int il, const Batch& batch, const float* x_in, float* out) {
@@ -503,18 +611,18 @@ void LlamaModel::forward_layer(int il, const Batch& batch, const float* x_in, fl
     LayerActs& la = a_->layers[acts_index(il)];
     la.x_in = const_cast<float*>(x_in);  // the previous layer's output (kept until backward when training)
     // attention block
-    OP(rmsnorm_forward)(la.h1, la.rstd1, la.x_in, W.attn_norm.value.f32(), N, C, eps);
+    OP(rmsnorm_forward)(la.h1, la.rstd1, la.x_in, W.attn_norm.value.f32_on_device(), N, C, eps);
     const bool bias = c.attention_bias;
     linear_forward(dev, la.q, la.h1, make_linear(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), N);
     linear_forward(dev, la.k, la.h1, make_linear(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), N);
     linear_forward(dev, la.v, la.h1, make_linear(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), N);
-    OP(rope_forward)(la.q, pos, inv_freq_.data(), N, NH, HD);
-    OP(rope_forward)(la.k, pos, inv_freq_.data(), N, NKV, HD);
+    OP(rope_forward)(la.q, pos, inv_freq(), N, NH, HD);
+    OP(rope_forward)(la.k, pos, inv_freq(), N, NKV, HD);
     OP(attention_forward)(la.att, la.lse, la.q, la.k, la.v, batch.seg_start, shape);
     linear_forward(dev, a_->tmp, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
     OP(add_forward)(la.x_mid, la.x_in, a_->tmp, N * C);
     // MLP block
-    OP(rmsnorm_forward)(la.h2, la.rstd2, la.x_mid, W.mlp_norm.value.f32(), N, C, eps);
+    OP(rmsnorm_forward)(la.h2, la.rstd2, la.x_mid, W.mlp_norm.value.f32_on_device(), N, C, eps);
     linear_forward(dev, la.gate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
     linear_forward(dev, la.up, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
     OP(swiglu_forward)(la.m, la.gate, la.up, N * F);
@@ -523,31 +631,47 @@ void LlamaModel::forward_layer(int il, const Batch& batch, const float* x_in, fl
     if (out) OP(add_forward)(out, la.x_mid, a_->tmp, N * C);
 }
 
-double LlamaModel::forward_loss(const Batch& batch, int64_t* count, bool lora_dropout) {
-    TUNER_ASSERT(batch.targets);
+double LlamaModel::forward_loss(const Batch& host_batch, int64_t* count, bool lora_dropout) {
+    TUNER_ASSERT(host_batch.targets);
     if (lora_dropout && lora_ && lora_->lora_dropout > 0.0 && !(a_ && a_->xdrop))
         fail("[model] forward_loss with LoRA dropout needs a model prepared for training");
+    const Batch batch = device_batch(host_batch);
     dropout_now_ = lora_dropout;
     run_forward(batch);
     dropout_now_ = false;
     const int64_t N = int64_t(batch.B) * batch.T;
     int64_t n = OP(lm_head_cross_entropy)(a_->losses, nullptr, nullptr, nullptr, a_->hf, lm_head.weight_view(),
                                           batch.targets, N, 0.0f);
-    double sum = 0;
-    for (int64_t i = 0; i < N; i++) sum += a_->losses[i];
     if (count) *count = n;
-    return sum;
+    return sum_losses(N);
+}
+
+// out (rows, V) on the host = x (rows, C) @ head^T, x in the model's device memory. On CUDA the
+// logits go through a device buffer of at most 64 MiB at a time (inference and tests only).
+static void head_logits_to_host(const LlamaModel& m, float* out, const float* x, int64_t rows) {
+    const WeightView head = m.lm_head.weight_view();
+    if (!m.on_cuda()) return cpu::matmul_forward(out, x, head, nullptr, rows, false);
+    const int64_t V = head.rows, C = head.cols;
+    const int64_t chunk = std::clamp<int64_t>((int64_t(16) << 20) / std::max<int64_t>(V, 1), 1, rows);
+    cuda::DeviceArena buf("logits", size_t(chunk * V) * sizeof(float));
+    float* d = buf.alloc_f32(size_t(chunk * V), "logits");
+    cuda::reserve_workspace(std::max(cuda::workspace_bytes(), cuda::matmul_workspace_bytes(chunk, head)));
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        const int64_t n = std::min(chunk, rows - r0);
+        cuda::matmul_forward(d, x + r0 * C, head, nullptr, n, false);
+        cuda::copy_to_host(out + r0 * V, d, size_t(n * V) * sizeof(float));
+    }
 }
 
 void LlamaModel::logits(const Batch& batch, float* out) {
-    run_forward(batch);
-    OP(matmul_forward)(out, a_->hf, lm_head.weight_view(), nullptr, int64_t(batch.B) * batch.T, false);
+    run_forward(device_batch(batch));
+    head_logits_to_host(*this, out, a_->hf, int64_t(batch.B) * batch.T);
 }
 
 void LlamaModel::last_logits(const Batch& batch, float* out) {
-    run_forward(batch);
+    run_forward(device_batch(batch));
     const float* row = a_->hf + size_t(batch.T - 1) * size_t(config.hidden_size);
-    OP(matmul_forward)(out, row, lm_head.weight_view(), nullptr, 1, false);
+    head_logits_to_host(*this, out, row, 1);
 }
 
 // ---- incremental decoding with a KV cache ---------------------------------------------------
@@ -561,7 +685,8 @@ KVCache::KVCache(const LlamaModel& model, int max_T, int max_chunk) {
     const size_t QD = size_t(c.num_heads * c.head_dim), KVD = size_t(c.num_kv_heads * c.head_dim);
     const size_t L = size_t(c.num_layers);
     const size_t R = model.lora_enabled() ? size_t(model.lora_config().r) : 0;
-    const size_t threads = size_t(omp_get_max_threads());
+    const bool cuda = model.on_cuda();
+    const size_t threads = cuda ? 0 : size_t(omp_get_max_threads());  // CPU attention's score rows
     plan_.add("kv cache", "layer k, v", T * KVD * f, 2 * L);
     plan_.add("kv cache", "chunk x, h, tmp", n * C * f, 3);
     plan_.add("kv cache", "chunk rstd", n * f);
@@ -570,7 +695,17 @@ KVCache::KVCache(const LlamaModel& model, int max_T, int max_chunk) {
     if (R) plan_.add("kv cache", "chunk lora xa", n * R * f);
     plan_.add("kv cache", "attention scores per thread", T * f, threads);
     plan_.add("kv cache", "chunk positions", n * sizeof(int32_t));
-    arena_ = Arena("kv cache", plan_.role_bytes("kv cache"));
+    if (cuda) {
+        plan_.add("kv cache", "chunk tokens (device)", n * sizeof(int32_t));
+        plan_.add("kv cache", "last logits (device)", size_t(c.vocab_size) * f);
+    }
+    const size_t bytes = plan_.role_bytes("kv cache");
+    if (cuda) {
+        device_memory_ = cuda::DeviceArena("kv cache", bytes);
+        arena_ = Arena::over("kv cache", device_memory_.alloc(bytes, "kv cache"), bytes, Device::CUDA);
+    } else {
+        arena_ = Arena("kv cache", bytes);
+    }
     for (size_t il = 0; il < L; il++) {
         k_.push_back(arena_.alloc_f32(T * KVD));
         v_.push_back(arena_.alloc_f32(T * KVD));
@@ -587,6 +722,18 @@ KVCache::KVCache(const LlamaModel& model, int max_T, int max_chunk) {
     xa = R ? arena_.alloc_f32(n * R) : nullptr;
     scores = arena_.alloc_f32(T * threads);
     pos = static_cast<int32_t*>(arena_.alloc(n * sizeof(int32_t)));
+    if (cuda) {
+        tokens = static_cast<int32_t*>(arena_.alloc(n * sizeof(int32_t)));
+        logits = arena_.alloc_f32(size_t(c.vocab_size));
+        host_pos_.resize(n);
+        // The ops' scratch for chunks of up to max_chunk tokens (reserve only grows it).
+        auto& m = const_cast<LlamaModel&>(model);
+        size_t ws = 0;
+        for (Param* p : m.params())
+            if (p->value.ndim == 2) ws = std::max(ws, cuda::matmul_workspace_bytes(int64_t(n), p->weight_view()));
+        for (Param* p : m.adapter_params()) ws = std::max(ws, cuda::matmul_workspace_bytes(int64_t(n), p->weight_view()));
+        cuda::reserve_workspace(std::max(ws, cuda::workspace_bytes()));
+    }
 }
 
 // out (n, NH, HD): query i (at position p0 + i) of head h attends keys [0, p0 + i] of kv head
@@ -624,8 +771,8 @@ static void decode_attention(float* out, const float* q, const float* K, const f
 }
 
 void LlamaModel::decode_step(const int32_t* tokens, int n, KVCache& kv, float* logits_last) {
-    if (options.device != Device::CPU) fail("[model] decode_step (KV cache) has no CUDA implementation");
     if (n <= 0) return;
+    TUNER_ASSERT_MSG(kv.arena_.device() == options.device, "KV cache made for a model on another device");
     if (kv.len_ + n > kv.max_T_)
         fail("[model] KV cache full: {} cached + {} new tokens > max_T {}", kv.len_, n, kv.max_T_);
     const ModelConfig& c = config;
@@ -645,47 +792,64 @@ void LlamaModel::decode_step(const int32_t* tokens, int n, KVCache& kv, float* l
         }
         return l;
     };
+    const Device dev = options.device;
     for (int start = 0; start < n; start += kv.max_chunk_) {
         const int nc = std::min(kv.max_chunk_, n - start);
         const int p0 = kv.len_;
-        for (int i = 0; i < nc; i++) kv.pos[i] = p0 + i;
+        const int32_t* chunk_tokens = tokens + start;
+        if (on_cuda()) {
+            for (int i = 0; i < nc; i++) kv.host_pos_[size_t(i)] = p0 + i;
+            cuda::copy_to_device(kv.pos, kv.host_pos_.data(), size_t(nc) * sizeof(int32_t));
+            cuda::copy_to_device(kv.tokens, chunk_tokens, size_t(nc) * sizeof(int32_t));
+            chunk_tokens = kv.tokens;
+        } else {
+            for (int i = 0; i < nc; i++) kv.pos[i] = p0 + i;
+        }
         float* x = kv.x;
-        cpu::embedding_forward(x, tokens + start, embed_tokens.weight_view(), nc);
+        OP(embedding_forward)(x, chunk_tokens, embed_tokens.weight_view(), nc);
         for (int il = 0; il < int(c.num_layers); il++) {
             const LlamaLayer& W = layers[size_t(il)];
             float* K = kv.k_[size_t(il)];
             float* V = kv.v_[size_t(il)];
             float* k_new = K + size_t(p0) * size_t(KVD);  // new rows are written in place
             float* v_new = V + size_t(p0) * size_t(KVD);
-            cpu::rmsnorm_forward(kv.h, kv.rstd, x, W.attn_norm.value.f32(), nc, C, eps);
-            linear_forward(Device::CPU, kv.q, kv.h, lin(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), nc);
-            linear_forward(Device::CPU, k_new, kv.h, lin(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), nc);
-            linear_forward(Device::CPU, v_new, kv.h, lin(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), nc);
-            cpu::rope_forward(kv.q, kv.pos, inv_freq_.data(), nc, NH, HD);
-            cpu::rope_forward(k_new, kv.pos, inv_freq_.data(), nc, NKV, HD);
-            decode_attention(kv.att, kv.q, K, V, nc, p0, NH, NKV, HD, kv.scores, kv.max_T_);
-            linear_forward(Device::CPU, kv.tmp, kv.att, lin(il, LoraModule::o_proj, W.o_proj, nullptr), nc);
-            cpu::add_forward(x, x, kv.tmp, nc * C);
-            cpu::rmsnorm_forward(kv.h, kv.rstd, x, W.mlp_norm.value.f32(), nc, C, eps);
-            linear_forward(Device::CPU, kv.gate, kv.h, lin(il, LoraModule::gate_proj, W.gate_proj, nullptr), nc);
-            linear_forward(Device::CPU, kv.up, kv.h, lin(il, LoraModule::up_proj, W.up_proj, nullptr), nc);
-            cpu::swiglu_forward(kv.m, kv.gate, kv.up, nc * F);
-            linear_forward(Device::CPU, kv.tmp, kv.m, lin(il, LoraModule::down_proj, W.down_proj, nullptr), nc);
-            cpu::add_forward(x, x, kv.tmp, nc * C);
+            OP(rmsnorm_forward)(kv.h, kv.rstd, x, W.attn_norm.value.f32_on_device(), nc, C, eps);
+            linear_forward(dev, kv.q, kv.h, lin(il, LoraModule::q_proj, W.q_proj, bias ? &W.q_bias : nullptr), nc);
+            linear_forward(dev, k_new, kv.h, lin(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), nc);
+            linear_forward(dev, v_new, kv.h, lin(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), nc);
+            OP(rope_forward)(kv.q, kv.pos, inv_freq(), nc, NH, HD);
+            OP(rope_forward)(k_new, kv.pos, inv_freq(), nc, NKV, HD);
+            if (on_cuda()) cuda::decode_attention(kv.att, kv.q, K, V, nc, p0, NH, NKV, HD);
+            else decode_attention(kv.att, kv.q, K, V, nc, p0, NH, NKV, HD, kv.scores, kv.max_T_);
+            linear_forward(dev, kv.tmp, kv.att, lin(il, LoraModule::o_proj, W.o_proj, nullptr), nc);
+            OP(add_forward)(x, x, kv.tmp, nc * C);
+            OP(rmsnorm_forward)(kv.h, kv.rstd, x, W.mlp_norm.value.f32_on_device(), nc, C, eps);
+            linear_forward(dev, kv.gate, kv.h, lin(il, LoraModule::gate_proj, W.gate_proj, nullptr), nc);
+            linear_forward(dev, kv.up, kv.h, lin(il, LoraModule::up_proj, W.up_proj, nullptr), nc);
+            OP(swiglu_forward)(kv.m, kv.gate, kv.up, nc * F);
+            linear_forward(dev, kv.tmp, kv.m, lin(il, LoraModule::down_proj, W.down_proj, nullptr), nc);
+            OP(add_forward)(x, x, kv.tmp, nc * C);
         }
         kv.len_ += nc;
         if (logits_last && start + nc == n) {
             // Only the last position's logits are needed: final norm and head on one row.
-            cpu::rmsnorm_forward(kv.h, kv.rstd, x + size_t(nc - 1) * size_t(C), final_norm.value.f32(), 1, C, eps);
-            cpu::matmul_forward(logits_last, kv.h, lm_head.weight_view(), nullptr, 1, false);
+            OP(rmsnorm_forward)(kv.h, kv.rstd, x + size_t(nc - 1) * size_t(C), final_norm.value.f32_on_device(), 1, C,
+                                eps);
+            if (on_cuda()) {
+                cuda::matmul_forward(kv.logits, kv.h, lm_head.weight_view(), nullptr, 1, false);
+                cuda::copy_to_host(logits_last, kv.logits, size_t(c.vocab_size) * sizeof(float));
+            } else {
+                cpu::matmul_forward(logits_last, kv.h, lm_head.weight_view(), nullptr, 1, false);
+            }
         }
     }
 }
 
 // ---- backward -------------------------------------------------------------------------------
-double LlamaModel::forward_backward(const Batch& batch, float grad_scale, int64_t* count) {
-    TUNER_ASSERT(batch.targets);
+double LlamaModel::forward_backward(const Batch& host_batch, float grad_scale, int64_t* count) {
+    TUNER_ASSERT(host_batch.targets);
     TUNER_ASSERT_MSG(training_, "call prepare(B, T, /*training=*/true) before forward_backward");
+    const Batch batch = device_batch(host_batch);
     dropout_now_ = true;  // training pass: adapter dropout on, masks keyed by dropout_counter_
     run_forward(batch);
     const int64_t N = int64_t(batch.B) * batch.T;
@@ -694,8 +858,7 @@ double LlamaModel::forward_backward(const Batch& batch, float grad_scale, int64_
     float* dhead = lm_head.trainable() ? static_cast<float*>(lm_head.grad.data) : nullptr;
     int64_t n = OP(lm_head_cross_entropy)(a_->losses, nullptr, a_->dh, dhead, a_->hf, lm_head.weight_view(),
                                           batch.targets, N, grad_scale);
-    double sum = 0;
-    for (int64_t i = 0; i < N; i++) sum += a_->losses[i];
+    const double sum = sum_losses(N);
     if (count) *count = n;
     run_backward(batch);
     dropout_now_ = false;
@@ -714,7 +877,7 @@ void LlamaModel::run_backward(const Batch& batch) {
 
     // final norm: dres = d(residual stream leaving the last layer)
     OP(rmsnorm_backward)(a.dres, static_cast<float*>(final_norm.grad.data), a.dh, a.x_out.back(),
-                         final_norm.value.f32(), a.rstdf, N, C);
+                         final_norm.value.f32_on_device(), a.rstdf, N, C);
     for (int il = int(c.num_layers) - 1; il >= 0; il--) {
         const LlamaLayer& W = layers[size_t(il)];
         // Checkpointing: the shared set still holds the last layer from the forward; every other
@@ -729,13 +892,13 @@ void LlamaModel::run_backward(const Batch& batch) {
         linear_backward(dev, a.dh, false, a.dgate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
         linear_backward(dev, a.dh, true, a.dup, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
         OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.mlp_norm.grad.data), a.dh, la.x_mid,
-                             W.mlp_norm.value.f32(), la.rstd2, N, C);
+                             W.mlp_norm.value.f32_on_device(), la.rstd2, N, C);
         OP(add_inplace)(a.dres, a.dtmp, N * C);
         // attention block: x_mid = x_in + o_proj(att)
         linear_backward(dev, a.datt, false, a.dres, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
         OP(attention_backward)(a.dq, a.dk, a.dv, a.datt, la.q, la.k, la.v, la.att, la.lse, batch.seg_start, shape);
-        OP(rope_backward)(a.dq, pos, inv_freq_.data(), N, NH, HD);
-        OP(rope_backward)(a.dk, pos, inv_freq_.data(), N, NKV, HD);
+        OP(rope_backward)(a.dq, pos, inv_freq(), N, NH, HD);
+        OP(rope_backward)(a.dk, pos, inv_freq(), N, NKV, HD);
         const bool bias = c.attention_bias;
         // Below layer 0's attention input only the embedding (and this norm) could want a
         // gradient; a frozen embedding (LoRA) skips the input gradients there.
@@ -746,7 +909,7 @@ void LlamaModel::run_backward(const Batch& batch) {
         linear_backward(dev, dh, true, a.dv, la.h1, make_linear(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), N);
         if (!need_dx) break;
         OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.attn_norm.grad.data), a.dh, la.x_in,
-                             W.attn_norm.value.f32(), la.rstd1, N, C);
+                             W.attn_norm.value.f32_on_device(), la.rstd1, N, C);
         OP(add_inplace)(a.dres, a.dtmp, N * C);
     }
     if (embed_tokens.trainable())
@@ -754,8 +917,10 @@ void LlamaModel::run_backward(const Batch& batch) {
 }
 
 void LlamaModel::zero_grad() {
-    grads_.zero();
-    adapter_grads_.zero();
+    for (Arena* a : {&grads_, &adapter_grads_}) {
+        if (a->device() == Device::CUDA) cuda::memset_device(a->base(), 0, a->used());
+        else a->zero();
+    }
 }
 
 // ---- save -------------------------------------------------------------------------------------
@@ -766,15 +931,18 @@ void LlamaModel::save(const std::string& dir, DType dtype) const {
     SafetensorsWriter w((fs::path(dir) / "model.safetensors").string());
     for (Param* p : ps) w.declare(p->name, dtype, p->value.dims());
     std::vector<float> f32;
-    std::vector<uint8_t> out;
+    std::vector<uint8_t> out, scratch;
     for (Param* p : ps) {
         size_t n = size_t(p->value.numel());
+        if (p->value.device == Device::CUDA && dtype_is_quantized(p->value.dtype))
+            fail("[model] save: quantised weights on the GPU are not saved (train the adapter, merge on the CPU)");
+        const void* host = tensor_to_host(p->value, scratch);
         if (p->value.dtype == dtype) {
-            w.write(p->name, p->value.data);
+            w.write(p->name, host);
             continue;
         }
         f32.resize(n);
-        convert_to_f32(f32.data(), p->value.data, p->value.dtype, n);
+        convert_to_f32(f32.data(), host, p->value.dtype, n);
         out.resize(n * dtype_size(dtype));
         convert_from_f32(out.data(), dtype, f32.data(), n);
         w.write(p->name, out.data());

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/cuda_backend.h"
 #include "backend/kernels.h"
 #include "core/arena.h"
 #include "core/tensor.h"
@@ -49,10 +50,10 @@ class SafetensorsModel;
 struct Linear;
 class LlamaModel;
 
-// Keys and values of every layer for incremental decoding (CPU, inference only). Per layer K
-// and V are (max_T, NKV, HD) f32, already rotated by RoPE; rows [0, len) are filled. Memory is
-// planned once from max_T (one arena), plus scratch for blocks of up to max_chunk new tokens
-// (a longer prompt is run in chunks, so scratch does not grow with the prompt).
+// Keys and values of every layer for incremental decoding (inference only). Per layer K and V
+// are (max_T, NKV, HD) f32, already rotated by RoPE; rows [0, len) are filled. Memory is
+// planned once from max_T (one arena, on the model's device), plus scratch for blocks of up to
+// max_chunk new tokens (a longer prompt is run in chunks, so scratch does not grow with it).
 //
 //   KVCache cache(model, /*max_T=*/512);
 //   model.decode_step(prompt.data(), int(prompt.size()), cache, logits);  // prompt at once
@@ -69,11 +70,15 @@ class KVCache {
     friend class LlamaModel;
     MemoryPlan plan_;
     Arena arena_;
+    cuda::DeviceArena device_memory_;  // backs arena_ for a model on CUDA
     std::vector<float*> k_, v_;  // per layer (max_T, NKV, HD)
     int max_T_ = 0, max_chunk_ = 0, len_ = 0;
     // Scratch for one chunk of n <= max_chunk tokens.
     float *x, *h, *rstd, *q, *att, *tmp, *gate, *up, *m, *xa, *scores;
     int32_t* pos;
+    int32_t* tokens = nullptr;  // (max_chunk) device copy of a chunk's tokens (CUDA only)
+    float* logits = nullptr;    // (V) the last position's logits before the copy out (CUDA only)
+    std::vector<int32_t> host_pos_;
 };
 
 // One batch of token rows. All arrays are (B*T) int32.
@@ -94,6 +99,9 @@ struct ModelOptions {
     DType weight_dtype = DType::F32;
     QuantOptions quant;  // NF4: double quantisation of the block absmax values (qlora default on)
     bool trainable = true;  // full fine-tuning: every parameter gets a gradient
+    // CUDA: weights are loaded (converted, quantised) on the host exactly as for the CPU, then
+    // copied to the GPU arena by arena; gradients, adapters, activations and the KV cache live
+    // in device memory; batches are copied in per call and the per-token losses copied out.
     Device device = Device::CPU;
     // LoRA: adapters on the targeted linears (load/random call enable_lora). The base is then
     // frozen whatever `trainable` says.
@@ -110,6 +118,7 @@ struct ModelOptions {
 // What prepare() plans, besides the batch shape: see LlamaModel::plan_activations.
 struct ActivationPlanOptions {
     bool training = true;
+    bool device_batch = false;         // CUDA: device copies of the batch's token arrays
     bool checkpointing = false;        // ModelOptions::gradient_checkpointing (training only)
     const LoraConfig* lora = nullptr;  // adapters (r, target_modules, lora_dropout), or null
 };
@@ -129,6 +138,8 @@ class LlamaModel {
     std::vector<LlamaLayer> layers;
     Param final_norm;  // (C)
     Param lm_head;     // (V, C); when tied, value aliases embed_tokens and grad is unused
+
+    bool on_cuda() const { return options.device == Device::CUDA; }
 
     // Loads config.json and the safetensors weights of an HF folder, or a llama.cpp .gguf file
     // (load_gguf, for a path ending in .gguf).
@@ -177,7 +188,11 @@ class LlamaModel {
     // another training / gradient_checkpointing setting) re-plans.
     void prepare(int B, int T, bool training);
     const MemoryPlan& memory_plan() const { return plan_; }
-    // Capacities of the arenas actually allocated (for checking memory plans against reality).
+    // CUDA: device scratch every op of a B x T step needs (the max over the ops, see
+    // backend/cuda/cuda_backend.h); prepare reserves it.
+    size_t cuda_workspace_bytes(int B, int T);
+    // Capacities of the arenas actually allocated (for checking memory plans against reality;
+    // on CUDA they are device memory).
     struct ArenaBytes {
         size_t weights = 0, grads = 0, adapters = 0, adapter_grads = 0, activations = 0;
     };
@@ -209,7 +224,7 @@ class LlamaModel {
     void logits(const Batch& batch, float* out);
     // Logits (V) of the last position of row 0 only.
     void last_logits(const Batch& batch, float* out);
-    // Incremental decoding with a KV cache (CPU only; does not use prepare's activations): runs
+    // Incremental decoding with a KV cache (either device; does not use prepare's activations): runs
     // tokens (n) at positions cache.len() .. cache.len()+n-1 through every layer, appends their
     // keys and values to the cache, and, when logits_last is not null, writes the logits (V) of
     // the last of them. Queries attend every cached key before them (causal inside the block).
@@ -227,6 +242,21 @@ class LlamaModel {
     struct LayerActs;
     struct Acts;
     void allocate_params(bool trainable, DType frozen_dtype);
+    // An arena of `bytes` for `role`: host memory, or on CUDA a zeroed device buffer (owned by
+    // `backing`) that the returned arena carves up exactly as a host one would.
+    Arena make_arena(const char* role, size_t bytes, cuda::DeviceArena& backing);
+    // Copies a host arena's used bytes into a new device buffer (`backing`) and points every
+    // tensor in `tensors` that lies inside it at the same offset there (then tagged CUDA); the
+    // host memory is freed.
+    void move_arena_to_device(Arena& arena, cuda::DeviceArena& backing, const std::vector<Tensor*>& tensors);
+    // End of load/random: on CUDA, moves the weights and RoPE frequencies to the device.
+    void finish_load();
+    // The batch the kernels read: itself on the CPU; on CUDA its arrays copied into the
+    // activations' device buffers (positions always filled, defaults included).
+    Batch device_batch(const Batch& batch);
+    // Sum of the first n per-token losses (copied to the host on CUDA), in double.
+    double sum_losses(int64_t n);
+    const float* inv_freq() const { return on_cuda() ? inv_freq_dev_ : inv_freq_.data(); }
     void run_forward(const Batch& batch);  // fills activations up to the final norm
     void run_backward(const Batch& batch); // from d(final norm output) down to the embedding
     // Layer il's forward from x_in into its activation set; out = x_in + attention + MLP (out
@@ -241,6 +271,11 @@ class LlamaModel {
     MemoryPlan plan_;
     Arena weights_, grads_, acts_;
     Arena adapters_, adapter_grads_;
+    // CUDA: the device buffers behind the arenas above (unused on the CPU).
+    cuda::DeviceArena dev_weights_, dev_grads_, dev_acts_, dev_adapters_, dev_adapter_grads_, dev_rope_;
+    float* inv_freq_dev_ = nullptr;
+    std::vector<float> host_losses_;  // CUDA: per-token losses copied back
+    int32_t *d_tokens_ = nullptr, *d_targets_ = nullptr, *d_pos_ = nullptr, *d_seg_ = nullptr;  // CUDA batch
     std::optional<LoraConfig> lora_;
     bool adapters_enabled_ = true;
     bool dropout_now_ = false;  // apply adapter dropout in this pass (training passes)

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "core/random.h"
+#include "nn/device_copy.h"
 
 namespace tuner {
 
@@ -76,9 +78,11 @@ void lora_init(LoraAdapter& a, uint64_t seed) {
     // kaiming_uniform_(a=sqrt(5)) on a (r, in) weight: fan_in = in, gain = sqrt(2/(1+5)),
     // bound = gain * sqrt(3/fan_in) = 1/sqrt(in).
     const float bound = float(1.0 / std::sqrt(double(in)));
-    fill_uniform(a.A.value.f32(), size_t(a.A.value.numel()), seed, stream_id(a.A.name.c_str()), -bound, bound);
-    float* b = a.B.value.f32();
-    for (int64_t i = 0; i < a.B.value.numel(); i++) b[i] = 0.0f;
+    // Values are made on the host (the same numbers for either device) and copied in.
+    std::vector<float> values(size_t(a.A.value.numel()));
+    fill_uniform(values.data(), values.size(), seed, stream_id(a.A.name.c_str()), -bound, bound);
+    tensor_from_host(a.A.value, values.data());
+    tensor_zero(a.B.value);
 }
 
 // ---- dropout --------------------------------------------------------------------------------
@@ -91,7 +95,7 @@ uint64_t lora_dropout_key(uint64_t seed, uint64_t counter, int layer, int module
     return k;
 }
 
-static inline uint32_t keep_threshold(float p) {
+uint32_t lora_dropout_threshold(float p) {
     // p * 2^32, saturated (p < 1 is validated by LoraConfig).
     double t = double(p) * 4294967296.0;
     return t >= 4294967295.0 ? 0xffffffffu : uint32_t(t);
@@ -102,13 +106,13 @@ static inline uint32_t keep_threshold(float p) {
 // masks ~8x cheaper than a scalar loop sharing one hash between two elements.
 static inline uint32_t element_bits(uint64_t key, int64_t i) { return uint32_t(splitmix64(key + uint64_t(i)) >> 32); }
 
-bool lora_dropout_keep(uint64_t key, int64_t i, float p) { return element_bits(key, i) >= keep_threshold(p); }
+bool lora_dropout_keep(uint64_t key, int64_t i, float p) { return element_bits(key, i) >= lora_dropout_threshold(p); }
 
 // Blocks of elements per thread; each block's loop is branch-free so it vectorises.
 static constexpr int64_t kDropoutBlock = 4096;
 
 void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, float p) {
-    const uint32_t thr = keep_threshold(p);
+    const uint32_t thr = lora_dropout_threshold(p);
     const float s = 1.0f / (1.0f - p);
     const int64_t nblocks = (n + kDropoutBlock - 1) / kDropoutBlock;
 #pragma omp parallel for schedule(static) if (n > 32768)
@@ -120,7 +124,7 @@ void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, f
 }
 
 void lora_dropout_backward_add(float* dx, const float* g, int64_t n, uint64_t key, float p) {
-    const uint32_t thr = keep_threshold(p);
+    const uint32_t thr = lora_dropout_threshold(p);
     const float s = 1.0f / (1.0f - p);
     const int64_t nblocks = (n + kDropoutBlock - 1) / kDropoutBlock;
 #pragma omp parallel for schedule(static) if (n > 32768)

@@ -84,9 +84,12 @@ std::string lora_tensor_name(int layer, int module, char which);  // which: 'A' 
 // (seed, A's name); B = 0.
 void lora_init(LoraAdapter& adapter, uint64_t seed);
 
-// ---- dropout masks (CPU) ----------------------------------------------------------------------
+// ---- dropout masks ----------------------------------------------------------------------
 // Key of the mask of one linear for one micro-batch.
 uint64_t lora_dropout_key(uint64_t seed, uint64_t counter, int layer, int module);
+// p * 2^32, saturated: the threshold below. The CUDA kernels take it precomputed so both
+// devices drop the same elements.
+uint32_t lora_dropout_threshold(float p);
 // Whether element i survives: 32 random bits per element (the high half of splitmix64(key + i)),
 // kept iff bits >= p * 2^32, so the keep probability is 1 - p to within 2^-32.
 bool lora_dropout_keep(uint64_t key, int64_t i, float p);

@@ -2,26 +2,51 @@
 
 #include <cmath>
 
+#include "backend/cuda/device_ops.h"
 #include "models/llama.h"
 
 namespace tuner {
 
 AdamW::AdamW(std::vector<Param*> params, const AdamWConfig& config) : params_(std::move(params)), config_(config) {
     size_t bytes = 0;
+    if (!params_.empty()) device_ = params_[0]->value.device;
     for (const Param* p : params_) {
         TUNER_ASSERT_MSG(p->value.dtype == DType::F32 && p->trainable(), "AdamW updates f32 trained parameters");
+        TUNER_ASSERT_MSG(p->value.device == device_ && p->grad.device == device_,
+                         "AdamW: every parameter and gradient on one device");
         bytes += 2 * align_up(p->value.nbytes());
     }
-    arena_ = Arena("optimizer state", bytes);
+    if (device_ == Device::CUDA && bytes > 0) {
+        device_memory_ = cuda::DeviceArena("optimizer state", bytes);
+        void* base = device_memory_.alloc(bytes, "m, v");
+        cuda::memset_device(base, 0, bytes);
+        arena_ = Arena::over("optimizer state", base, bytes, Device::CUDA);
+    } else {
+        arena_ = Arena("optimizer state", bytes);
+    }
     for (const Param* p : params_) {
         m_.push_back(arena_.alloc_f32(size_t(p->value.numel())));
         v_.push_back(arena_.alloc_f32(size_t(p->value.numel())));
     }
 }
 
+Tensor AdamW::exp_avg_tensor(size_t i) const {
+    return Tensor::view(m_[i], DType::F32, params_[i]->value.dims(), device_);
+}
+Tensor AdamW::exp_avg_sq_tensor(size_t i) const {
+    return Tensor::view(v_[i], DType::F32, params_[i]->value.dims(), device_);
+}
+
 void AdamW::step(double lr) {
     t_++;
     const AdamWConfig& c = config_;
+    if (device_ == Device::CUDA) {
+        const cuda::AdamWScalars s = cuda::adamw_scalars(lr, c.beta1, c.beta2, c.eps, c.weight_decay, t_);
+        for (size_t k = 0; k < params_.size(); k++)
+            cuda::adamw_step(params_[k]->value.f32_on_device(), params_[k]->grad.f32_on_device(), m_[k], v_[k],
+                             params_[k]->value.numel(), s);
+        return;
+    }
     // Scalars exactly as torch forms them: python floats (double), rounded to f32 where they
     // meet an f32 tensor.
     const float decay = float(1.0 - lr * c.weight_decay);
@@ -55,6 +80,10 @@ void AdamW::step(double lr) {
 double grad_global_norm(const std::vector<Param*>& params) {
     double total = 0;
     for (const Param* p : params) {
+        if (p->grad.device == Device::CUDA) {
+            total += cuda::sum_squares(p->grad.f32_on_device(), p->grad.numel());
+            continue;
+        }
         const float* g = p->grad.f32();
         const int64_t n = p->grad.numel();
         double s = 0;
@@ -72,6 +101,10 @@ double clip_grad_norm(const std::vector<Param*>& params, double max_norm) {
     if (coef < 1.0) {
         const float c = float(coef);
         for (Param* p : params) {
+            if (p->grad.device == Device::CUDA) {
+                cuda::scale_inplace(p->grad.f32_on_device(), p->grad.numel(), c);
+                continue;
+            }
             float* g = p->grad.f32();
             const int64_t n = p->grad.numel();
 #pragma omp parallel for simd schedule(static) if (n > 65536)

@@ -5,7 +5,9 @@
 //   p  = p + (-lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // with the same f32 operation order and the same scalars rounded to f32 as torch uses, so that
 // a step matches torch's to the last bit or nearly. Moments are f32 (one m and one v per
-// trained parameter), held in the optimizer's own arena and saved in checkpoints.
+// trained parameter), held in the optimizer's own arena and saved in checkpoints. Parameters on
+// the GPU get their moments in device memory and the fused CUDA step (backend/cuda/adamw.cu),
+// which rounds every operation as this file does.
 //
 //   AdamW opt(model.trainable_params(), {.lr = 2e-4});
 //   opt.step(lr_for_this_step);     // uses each Param's grad; does not zero it
@@ -14,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/cuda/cuda_backend.h"
 #include "core/arena.h"
 
 namespace tuner {
@@ -37,8 +40,11 @@ class AdamW {
     int64_t steps_taken() const { return t_; }
     void set_steps_taken(int64_t t) { t_ = t; }  // when resuming
     const std::vector<Param*>& params() const { return params_; }
-    float* exp_avg(size_t i) { return m_[i]; }
+    float* exp_avg(size_t i) { return m_[i]; }  // host pointers when the parameters are on the CPU
     float* exp_avg_sq(size_t i) { return v_[i]; }
+    // The moments as tensors of the parameter's shape, on the parameters' device.
+    Tensor exp_avg_tensor(size_t i) const;
+    Tensor exp_avg_sq_tensor(size_t i) const;
     size_t state_bytes() const { return arena_.capacity(); }
     const AdamWConfig& config() const { return config_; }
 
@@ -46,12 +52,14 @@ class AdamW {
     std::vector<Param*> params_;
     AdamWConfig config_;
     Arena arena_;
+    cuda::DeviceArena device_memory_;  // backs arena_ when the parameters are on the GPU
+    Device device_ = Device::CPU;
     std::vector<float*> m_, v_;
     int64_t t_ = 0;
 };
 
 // Global L2 norm over every parameter's gradient (accumulated in double), as
-// torch.nn.utils.clip_grad_norm_ measures it.
+// torch.nn.utils.clip_grad_norm_ measures it. Gradients may be on either device.
 double grad_global_norm(const std::vector<Param*>& params);
 // clip_grad_norm_: when norm > max_norm, scales every gradient by max_norm / (norm + 1e-6).
 // Returns the norm before clipping. max_norm <= 0 only measures.

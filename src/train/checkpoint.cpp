@@ -11,6 +11,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "models/llama.h"
+#include "nn/device_copy.h"
 #include "train/adamw.h"
 
 namespace tuner {
@@ -36,7 +37,8 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const s
         {
             SafetensorsWriter w((tmp_dir / "trainable.safetensors").string(), {{"format", "pt"}});
             for (const Param* p : params) w.declare(p->name, DType::F32, p->value.dims());
-            for (const Param* p : params) w.write(p->name, p->value.data);
+            std::vector<uint8_t> scratch;  // host copies of parameters on the GPU
+            for (const Param* p : params) w.write(p->name, tensor_to_host(p->value, scratch));
             w.finish();
         }
         {
@@ -46,9 +48,10 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, const s
                 w.declare("exp_avg." + p->name, DType::F32, p->value.dims());
                 w.declare("exp_avg_sq." + p->name, DType::F32, p->value.dims());
             }
+            std::vector<uint8_t> scratch;
             for (size_t i = 0; i < params.size(); i++) {
-                w.write("exp_avg." + params[i]->name, opt.exp_avg(i));
-                w.write("exp_avg_sq." + params[i]->name, opt.exp_avg_sq(i));
+                w.write("exp_avg." + params[i]->name, tensor_to_host(opt.exp_avg_tensor(i), scratch));
+                w.write("exp_avg_sq." + params[i]->name, tensor_to_host(opt.exp_avg_sq_tensor(i), scratch));
             }
             w.finish();
         }
@@ -86,17 +89,17 @@ json load_checkpoint(const std::string& dir, const std::vector<Param*>& params, 
              dir);
     SafetensorsFile weights((d / "trainable.safetensors").string());
     SafetensorsFile moments((d / "optimizer.safetensors").string());
-    auto copy = [&](const SafetensorsFile& file, const std::string& name, void* dst, const Param* p) {
+    auto copy = [&](const SafetensorsFile& file, const std::string& name, const Tensor& dst) {
         const SafetensorsTensor* t = file.find(name);
         if (!t) fail("[resume] {}: tensor '{}' is missing", file.path(), name);
-        if (t->dtype != DType::F32 || t->shape != p->value.dims())
+        if (t->dtype != DType::F32 || t->shape != dst.dims() || t->nbytes != dst.nbytes())
             fail("[resume] {}: tensor '{}' has the wrong shape or dtype", file.path(), name);
-        std::memcpy(dst, t->data, t->nbytes);
+        tensor_from_host(dst, t->data);
     };
     for (size_t i = 0; i < params.size(); i++) {
-        copy(weights, params[i]->name, params[i]->value.data, params[i]);
-        copy(moments, "exp_avg." + params[i]->name, optimizer.exp_avg(i), params[i]);
-        copy(moments, "exp_avg_sq." + params[i]->name, optimizer.exp_avg_sq(i), params[i]);
+        copy(weights, params[i]->name, params[i]->value);
+        copy(moments, "exp_avg." + params[i]->name, optimizer.exp_avg_tensor(i));
+        copy(moments, "exp_avg_sq." + params[i]->name, optimizer.exp_avg_sq_tensor(i));
     }
     optimizer.set_steps_taken(state.value("optimizer_steps", int64_t(0)));
     return state;

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <fstream>
 
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_ops.h"
 #include "core/error.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
@@ -61,6 +63,33 @@ size_t kernel_scratch_bytes(const ModelConfig& c, int B, int T, DType frozen_dty
     return main_thread + size_t(std::max(threads, 1) - 1) * worker;
 }
 
+// The CUDA ops' workspace for a training step (LlamaModel::cuda_workspace_bytes on a loaded
+// model): the max over every matmul (base weights in their storage dtype, adapters), attention
+// and the lm_head + cross-entropy, under the current cuda::config().
+static size_t gpu_workspace_bytes(const MemoryPlanRequest& r, bool full, DType frozen) {
+    const ModelConfig& c = r.model;
+    const int64_t N = int64_t(r.B) * r.T;
+    size_t ws = 0;
+    WeightView head;
+    for (const TensorSpec& s : llama_tensor_specs(c)) {
+        if (s.shape.size() != 2) continue;
+        const WeightView w{nullptr, frozen_storage_dtype(s.kind, full, frozen), s.shape[0], s.shape[1]};
+        ws = std::max(ws, cuda::matmul_workspace_bytes(N, w));
+        if (s.kind == TensorKind::Head || (s.kind == TensorKind::Embedding && c.tie_word_embeddings)) head = w;
+    }
+    if (!full) {
+        const int64_t R = r.lora->r;
+        for (int64_t in : {c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim}) {
+            ws = std::max(ws, cuda::matmul_workspace_bytes(N, WeightView{nullptr, DType::F32, R, in}));
+            ws = std::max(ws, cuda::matmul_workspace_bytes(N, WeightView{nullptr, DType::F32, in, R}));
+        }
+    }
+    ws = std::max(ws, cuda::attention_workspace_bytes(
+                          AttnShape{r.B, r.T, int(c.num_heads), int(c.num_kv_heads), int(c.head_dim)}));
+    ws = std::max(ws, cuda::cross_entropy_workspace_bytes(N, head));
+    return ws;
+}
+
 TrainMemoryPlan plan_training_memory(const MemoryPlanRequest& r) {
     TrainMemoryPlan p;
     p.request = r;
@@ -82,6 +111,7 @@ TrainMemoryPlan plan_training_memory(const MemoryPlanRequest& r) {
     ao.training = true;
     ao.checkpointing = r.gradient_checkpointing;
     ao.lora = lora;
+    ao.device_batch = r.device == Device::CUDA;
     LlamaModel::plan_activations(p.model, r.model, r.B, r.T, ao);
     MemoryPlan other;
     ao.checkpointing = !r.gradient_checkpointing;
@@ -128,11 +158,54 @@ TrainMemoryPlan plan_training_memory(const MemoryPlanRequest& r) {
     if (p.load_peak > p.peak) p.peak = p.load_peak, p.peak_phase = "load";
     if (p.resume_peak > p.peak) p.peak = p.resume_peak, p.peak_phase = "resume";
     if (r.peak_rss_so_far > p.peak) p.peak = r.peak_rss_so_far, p.peak_phase = "data preparation";
+    if (r.device == Device::CUDA) {
+        // The arenas are device memory; the host holds the weights only while loading (and
+        // gradients of full fine-tuning go straight to the device).
+        p.gpu_workspace = gpu_workspace_bytes(r, full, frozen);
+        p.gpu_cublas = cuda::available() ? cuda::cublaslt_workspace_bytes() : size_t(32) << 20;
+        p.gpu_eval = p.eval;
+        p.gpu_peak = p.weights + p.grads + p.adapters + p.optimizer + p.activations + p.gpu_workspace + p.gpu_cublas +
+                     p.gpu_eval;
+        p.scratch = 0;
+        p.load_peak = p.base + p.weights + p.model_files;
+        p.train_peak = p.base + p.batches + p.runtime;
+        p.resume_peak = p.resume_files ? p.base + p.resume_files : 0;
+        p.peak = p.train_peak, p.peak_phase = "train";
+        if (p.load_peak > p.peak) p.peak = p.load_peak, p.peak_phase = "load";
+        if (p.resume_peak > p.peak) p.peak = p.resume_peak, p.peak_phase = "resume";
+        if (r.peak_rss_so_far > p.peak) p.peak = r.peak_rss_so_far, p.peak_phase = "data preparation";
+    }
     return p;
 }
 
 void TrainMemoryPlan::print(FILE* out) const {
     const MemoryPlanRequest& r = request;
+    if (r.device == Device::CUDA) {
+        std::fprintf(out, "GPU memory plan: %s, %d x %d tokens, gradient checkpointing %s (%s)\n", r.method.c_str(),
+                     r.B, r.T, r.gradient_checkpointing ? "on" : "off",
+                     cuda::available() ? cuda::device_summary().c_str() : "no CUDA device here");
+        auto row = [&](const char* name, size_t bytes, const std::string& note) {
+            std::fprintf(out, "  %-16s %12s  %s\n", name, mib(bytes).c_str(), note.c_str());
+        };
+        const bool full = r.method == "full";
+        row("weights", weights, full ? "f32 (trained)" : fmt::format("{} (frozen; norms f32)",
+                                                                      dtype_name(r.base_dtype)));
+        if (!full) row("adapters", adapters, fmt::format("LoRA r={}, f32", r.lora->r));
+        row("gradients", grads, full ? "f32, one per parameter" : "f32, adapters only");
+        row("optimizer", optimizer, "AdamW m and v, f32 per trained parameter");
+        row("activations", activations,
+            fmt::format("{} layers x {} tokens, + device copies of the batch; checkpointing {} would need {}",
+                        r.model.num_layers, int64_t(r.B) * r.T, r.gradient_checkpointing ? "off" : "on",
+                        mib(activations_other)));
+        row("op workspace", gpu_workspace, "largest op scratch: bf16 operand copies, weight tiles, CE chunk");
+        row("cuBLASLt", gpu_cublas, "cuBLASLt's own workspace");
+        if (gpu_eval) row("eval KV cache", gpu_eval, "eval-prompt generation");
+        std::fprintf(out, "  %-16s %12s  (plus the CUDA context, outside cudaMalloc)\n", "GPU peak",
+                     mib(gpu_peak).c_str());
+        std::fprintf(out, "host memory: load %s (weights converted on the host, then copied), train %s\n",
+                     mib(load_peak).c_str(), mib(train_peak).c_str());
+        return;
+    }
     const bool full = r.method == "full";
     const DType frozen = full ? DType::F32 : r.base_dtype;
     const int64_t n_params = r.model.num_params();
@@ -260,6 +333,17 @@ void check_memory_fits(const TrainMemoryPlan& plan, size_t limit, const std::str
     fail("[memory] this run needs more memory than there is: {} > available {} ({}). Try:{}\n(train.memory_limit "
          "sets the limit yourself; tuner train --dry-run prints the whole plan)",
          plan.sum_text(), mib(limit), source, t);
+}
+
+void check_gpu_memory_fits(const TrainMemoryPlan& plan, size_t free_bytes, const std::string& device_name) {
+    if (free_bytes == 0 || plan.gpu_peak <= free_bytes) return;
+    fail("[memory] this run needs more GPU memory than {} has free: weights {} + adapters {} + gradients {} + "
+         "optimizer {} + activations {} + workspace {} = {} > free {}. Try method: qlora, "
+         "train.gradient_checkpointing: true, or a smaller batch_size / max_length (tuner train --dry-run prints "
+         "the plan)",
+         device_name, mib(plan.weights), mib(plan.adapters), mib(plan.grads), mib(plan.optimizer),
+         mib(plan.activations), mib(plan.gpu_workspace + plan.gpu_cublas + plan.gpu_eval), mib(plan.gpu_peak),
+         mib(free_bytes));
 }
 
 bool parse_byte_size(const std::string& text, size_t* bytes) {

@@ -22,6 +22,12 @@
 //   resume = base + weights + grads + adapters + activations + optimizer + checkpoint files
 //            (mapped while the state is copied in, before the first step; resumed runs only)
 //   peak   = max(load, train, resume, the peak RSS already reached when planning)
+// On CUDA (request.device) the model's arenas live in GPU memory instead: the host keeps the
+// weights only while loading (they are converted there, then copied over), and a second table,
+// the GPU plan, adds weights + grads + adapters + optimizer + activations (+ device copies of
+// the batch) + the ops' workspace (the max over every op of a step, from the CUDA backend's
+// *_workspace_bytes planners) + cuBLASLt's workspace + the eval KV cache, checked against the
+// device's free memory before loading.
 //
 //   MemoryPlanRequest req;  req.model = load_config(dir + "/config.json");  req.method = "lora";
 //   req.lora = LoraConfig{};  req.B = 4;  req.T = 512;
@@ -78,6 +84,7 @@ struct MemoryPlanRequest {
                                      // tensor + conversion chunk, see trainer.cpp)
     size_t resume_file_bytes = 0;    // checkpoint files (mapped while resuming; 0 = no resume)
     size_t base_rss = 0;             // measured RSS now (0: kProgramBytes)
+    Device device = Device::CPU;     // CUDA: the model's arenas in GPU memory (gpu_* below)
     size_t peak_rss_so_far = 0;      // VmHWM now (data preparation may have peaked higher)
 };
 
@@ -89,6 +96,8 @@ struct TrainMemoryPlan {
     size_t scratch = 0, batches = 0, eval = 0, runtime = 0, model_files = 0, resume_files = 0;
     size_t load_peak = 0, train_peak = 0, resume_peak = 0, peak = 0;
     std::string peak_phase;  // "load", "train", "resume" or "data preparation"
+    // CUDA only: device memory (weights ... activations above are then device bytes).
+    size_t gpu_workspace = 0, gpu_cublas = 0, gpu_eval = 0, gpu_peak = 0;
 
     // The table `tuner train` prints.
     void print(FILE* out) const;
@@ -110,6 +119,10 @@ size_t kernel_scratch_bytes(const ModelConfig& config, int B, int T, DType froze
 // process's RSS, capped by the cgroup's memory.max (minus the rest of the cgroup's usage) when
 // there is one. 0 when unknown. *source names where it came from.
 size_t memory_available_bytes(std::string* source = nullptr);
+
+// CUDA: throws "[memory] the GPU plan ... > free F GiB of device memory (GPU name)" when
+// plan.gpu_peak > free_bytes (free 0 = unknown: no check).
+void check_gpu_memory_fits(const TrainMemoryPlan& plan, size_t free_bytes, const std::string& device_name);
 
 // Throws tuner::Error "[memory] weights X GiB + ... = peak Y GiB > available Z GiB (source) ..."
 // with suggestions (lora, base_dtype bf16, qlora, gradient_checkpointing, smaller batch or

@@ -27,8 +27,8 @@ TrainConfig parse_train_config(ConfigFile file) {
     TrainConfig c;
     c.file = std::move(file);
     ConfigView root(c.file);
-    root.check_keys({"model", "method", "output_dir", "resume", "base_dtype", "quant", "threads", "data", "lora",
-                     "train", "eval", "save"});
+    root.check_keys({"model", "method", "output_dir", "resume", "base_dtype", "quant", "threads", "device",
+                     "cuda_matmul", "data", "lora", "train", "eval", "save"});
     c.model = root.get_string("model", "");
     if (c.model.empty()) root.fail("'model' is required (a Hugging Face model folder)");
     c.method = root.get_choice("method", "lora", {"full", "lora", "qlora"});
@@ -49,6 +49,9 @@ TrainConfig parse_train_config(ConfigFile file) {
         c.double_quant = quant.get_bool("double_quant", true);
     }
     c.threads = int(root.get_int("threads", 0));
+    c.device = root.get_choice("device", "cpu", {"cpu", "cuda"});
+    c.cuda_matmul = root.get_choice("cuda_matmul", "bf16", {"bf16", "tf32", "f32"});
+    if (root.has("cuda_matmul") && c.device != "cuda") root.child("cuda_matmul").fail("cuda_matmul applies to device: cuda");
     ConfigView data = root.child("data");
     if (!data.present() || !data.is_map()) root.fail("'data' is required: a mapping with at least 'train'");
 
@@ -130,6 +133,8 @@ std::string TrainConfig::resolved_yaml() const {
     n["method"] = method;
     n["output_dir"] = output_dir;
     n["base_dtype"] = base_dtype;
+    n["device"] = device;
+    if (device == "cuda") n["cuda_matmul"] = cuda_matmul;
     if (method == "qlora") n["quant"]["double_quant"] = double_quant;
     if (uses_lora()) {
         n["lora"]["r"] = lora.r;

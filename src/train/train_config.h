@@ -49,6 +49,11 @@ struct TrainConfig {
     std::string base_dtype = "f32";  // storage of the frozen base with lora: f32 | bf16 (qlora: nf4)
     bool double_quant = true;        // quant.double_quant (qlora): 8-bit double quantisation of the NF4 scales
     int threads = 0;
+    // device: cpu | cuda (the model's arenas and every op on GPU 0). cuda_matmul: how the CUDA
+    // matmuls compute (backend/cuda/cuda_backend.h MatmulCompute): bf16 (tensor cores, f32
+    // accumulation; the default), tf32, or f32 (CUDA cores, the CPU's numbers up to order).
+    std::string device = "cpu";
+    std::string cuda_matmul = "bf16";
     LoraConfig lora;               // lora.* keys (seed: train.seed)
     std::string lora_init_adapter;  // lora.init_adapter: a PEFT adapter folder to start from
     TrainSettings train;

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_ops.h"
 #include "core/arena.h"
 #include "core/scratch.h"
 #include "core/threads.h"
@@ -129,6 +131,7 @@ TrainMemoryPlan plan_run_memory(const TrainConfig& cfg, int B, int T, const std:
     if (!resume.empty()) r.resume_file_bytes = file_bytes(resume, ".safetensors");
     r.base_rss = current_rss_bytes();
     r.peak_rss_so_far = peak_rss_bytes();
+    r.device = cfg.device == "cuda" ? Device::CUDA : Device::CPU;
     return plan_training_memory(r);
 }
 
@@ -152,6 +155,14 @@ void check_plan_against_model(const TrainMemoryPlan& mem, const LlamaModel& mode
 void report_memory(const TrainMemoryPlan& mem) {
     const size_t peak = peak_rss_bytes();
     auto mib = [](size_t b) { return double(b) / double(1 << 20); };
+    if (mem.request.device == Device::CUDA) {
+        size_t free = 0, total = 0;
+        cuda::memory_info(&free, &total);
+        std::printf("GPU memory: %.1f MiB in use on the device now (all processes, CUDA context included), plan %.1f MiB "
+                    "of arenas; host peak RSS %.1f MiB\n",
+                    mib(total - free), mib(mem.gpu_peak), mib(peak));
+        return;
+    }
     std::printf("memory: peak RSS %.1f MiB, plan %.1f MiB (%s; measured / planned = %.3f); kernel scratch %.1f MiB, "
                 "plan %.1f MiB\n",
                 mib(peak), mib(mem.peak), mem.peak_phase.c_str(), mem.peak ? double(peak) / double(mem.peak) : 0.0,
@@ -163,6 +174,20 @@ void report_memory(const TrainMemoryPlan& mem) {
 TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
     TrainResult result;
     set_num_threads(cfg.threads);
+    const bool on_cuda = cfg.device == "cuda";
+    if (on_cuda) {
+        // Before anything is read: a missing GPU (or a CPU-only build) is the first thing to say.
+        std::string why;
+        if (cuda::available(&why)) std::printf("device: %s\n", cuda::device_summary().c_str());
+        else if (opt.dry_run) std::printf("device: cuda, but %s: planning only\n", why.c_str());
+        else fail("[train] {}: device: cuda, but {}", cfg.file.file, why);
+        cuda::Config cc = cuda::config();
+        cc.compute = cfg.cuda_matmul == "f32"    ? cuda::MatmulCompute::F32
+                     : cfg.cuda_matmul == "tf32" ? cuda::MatmulCompute::TF32
+                                                 : cuda::MatmulCompute::BF16;
+        cuda::set_config(cc);
+        std::printf("cuda matmuls: %s\n", cfg.cuda_matmul.c_str());
+    }
     if (opt.install_signals) install_stop_handlers();
     const auto t_start = Clock::now();
     const TrainSettings& s = cfg.train;
@@ -207,10 +232,26 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
             } catch (const Error& e) {
                 std::printf("does not fit: %s\n", e.what());
             }
+            if (on_cuda && cuda::available()) {
+                size_t free = 0, total = 0;
+                cuda::memory_info(&free, &total);
+                try {
+                    check_gpu_memory_fits(mem, free, cuda::device_summary());
+                    std::printf("fits on the GPU: %s <= free %s\n", format_bytes(mem.gpu_peak).c_str(),
+                                format_bytes(free).c_str());
+                } catch (const Error& e) {
+                    std::printf("does not fit: %s\n", e.what());
+                }
+            }
             std::printf("dry run: stopping before loading the weights\n");
             return result;
         }
         check_memory_fits(mem, limit, source);
+        if (on_cuda) {
+            size_t free = 0, total = 0;
+            cuda::memory_info(&free, &total);
+            check_gpu_memory_fits(mem, free, cuda::device_summary());
+        }
     }
 
     // ---- model ----------------------------------------------------------------------------------
@@ -223,6 +264,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         mo.quant.nf4_double_quant = cfg.double_quant;
     }
     mo.gradient_checkpointing = s.gradient_checkpointing;
+    mo.device = on_cuda ? Device::CUDA : Device::CPU;
     auto model = LlamaModel::load(cfg.model, mo);
     if (model->config.vocab_size < tok->vocab_size())
         fail("[train] {}: the tokenizer has {} tokens but the model's vocab_size is {}", cfg.model, tok->vocab_size(),

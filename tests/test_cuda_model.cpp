@@ -1,0 +1,422 @@
+// The model and the trainer's pieces on Device::CUDA against the same run on the CPU: forward
+// (logits, loss, packed rows), training steps (full fine-tuning, LoRA with dropout over f32 /
+// bf16 / NF4 bases, activation checkpointing), KV-cache decoding, adapters and checkpoints moving
+// between devices, and the GPU memory plan against the arenas the model allocates.
+//
+// Built twice (tests/CMakeLists.txt): test_cuda_model runs on a real GPU (skips without one,
+// fails under TUNER_REQUIRE_CUDA=1), test_cuda_model_emu runs the same CUDA code on the CPU
+// emulator of the CUDA execution model (docs/cuda.md), which checks the logic but not speed.
+//
+// Tolerances: with cuda_matmul f32 the GPU computes what the CPU does up to summation order:
+// logits, losses and the first step's gradients within 1e-4 relative. Later steps drift apart
+// a little more: AdamW's update is m / sqrt(v) per element, about lr in size whatever the
+// gradient's size, so a last-bit difference in a near-zero gradient element becomes a
+// difference of up to lr in that parameter. After 5 steps of lr 1e-2 the parameters are
+// compared within 5e-3 (worst element) and 2e-4 (mean), the losses within 1e-3 relative. With
+// bf16 operands (the default) products carry ~2^-8 relative error: 2e-2 on the loss of
+// stories260K after 5 steps.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/kernels.h"
+#include "infer/generate.h"
+#include "io/peft.h"
+#include "models/llama.h"
+#include "nn/device_copy.h"
+#include "testing.h"
+#include "train/adamw.h"
+#include "train/checkpoint.h"
+#include "train/memory_plan.h"
+
+using namespace tuner;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool device_required() {
+    const char* e = std::getenv("TUNER_REQUIRE_CUDA");
+    return e && std::string(e) == "1";
+}
+
+#define REQUIRE_CUDA()                                                                                    \
+    do {                                                                                                  \
+        std::string why_;                                                                                 \
+        if (!::tuner::cuda::available(&why_)) {                                                           \
+            if (device_required()) FAIL() << "no CUDA device: " << why_ << " (TUNER_REQUIRE_CUDA=1)"; \
+            GTEST_SKIP() << "no CUDA device: " << why_;                                                   \
+        }                                                                                                 \
+    } while (0)
+
+// Sets the CUDA matmul precision for one test and restores the default after it.
+struct ComputeMode {
+    cuda::Config saved;
+    explicit ComputeMode(cuda::MatmulCompute c) : saved(cuda::config()) {
+        cuda::Config k = saved;
+        k.compute = c;
+        cuda::set_config(k);
+    }
+    ~ComputeMode() { cuda::set_config(saved); }
+};
+
+ModelConfig tiny_config(bool bias) {
+    ModelConfig c;
+    c.architecture = bias ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+    c.model_type = bias ? "qwen2" : "llama";
+    c.vocab_size = 96, c.hidden_size = 64, c.intermediate_size = 96, c.num_layers = 2;
+    c.num_heads = 4, c.num_kv_heads = 2, c.head_dim = 16;
+    c.rms_norm_eps = 1e-5, c.rope_theta = 10000.0, c.tie_word_embeddings = !bias, c.attention_bias = bias;
+    c.max_position_embeddings = 128;
+    return c;
+}
+
+// A tensor's values as f32 on the host (F32/BF16/F16, either device).
+std::vector<float> host_f32(const Tensor& t) {
+    std::vector<uint8_t> scratch;
+    const void* p = tensor_to_host(t, scratch);
+    std::vector<float> out(size_t(t.numel()));
+    convert_to_f32(out.data(), p, t.dtype, out.size());
+    return out;
+}
+
+// Full fine-tuning models start from normal(0, 0.02); spread the weights out so every path
+// carries signal, identically on both devices.
+void spread_weights(LlamaModel& cpu, LlamaModel& gpu, uint64_t seed) {
+    std::mt19937 rng{uint32_t(seed)};
+    std::normal_distribution<float> d(0.0f, 0.25f);
+    std::vector<Param*> a = cpu.params(), b = gpu.params();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); i++) {
+        std::vector<float> v(size_t(a[i]->value.numel()));
+        const bool norm = a[i]->name.find("norm") != std::string::npos;
+        for (float& x : v) x = norm ? 1.0f + 0.2f * d(rng) : d(rng);
+        tensor_from_host(a[i]->value, v.data());
+        tensor_from_host(b[i]->value, v.data());
+    }
+}
+
+struct Tokens {
+    std::vector<int32_t> tokens, targets, positions, seg;
+    Batch batch(int B, int T, bool packed) const {
+        Batch b;
+        b.B = B, b.T = T, b.tokens = tokens.data(), b.targets = targets.data();
+        if (packed) b.positions = positions.data(), b.seg_start = seg.data();
+        return b;
+    }
+};
+
+// Random tokens; rows packed from two samples (the second starting at T/3) for packed batches.
+Tokens make_tokens(int B, int T, int64_t V, uint64_t seed) {
+    Tokens t;
+    std::mt19937 rng{uint32_t(seed)};
+    std::uniform_int_distribution<int32_t> d(0, int32_t(V - 1));
+    const size_t N = size_t(B) * size_t(T);
+    t.tokens.resize(N), t.targets.resize(N), t.positions.resize(N), t.seg.resize(N);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            const size_t k = size_t(b) * size_t(T) + size_t(i);
+            const int start = i < T / 3 ? 0 : T / 3;
+            t.tokens[k] = d(rng);
+            t.targets[k] = (i % 5 == 4) ? -100 : d(rng);
+            t.positions[k] = i - start;
+            t.seg[k] = start;  // index within the row where this token's sample starts
+        }
+    return t;
+}
+
+float max_abs(const std::vector<float>& v) {
+    float m = 0;
+    for (float x : v) m = std::max(m, std::fabs(x));
+    return m;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    const double scale = std::max<double>(max_abs(want), 1e-6);
+    double worst = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        const double e = std::fabs(double(got[i]) - double(want[i]));
+        if (!(e <= worst)) worst = e, at = i;  // NaN counts as worst
+    }
+    EXPECT_LE(worst, rel * scale) << what << ": worst |cuda - cpu| " << worst << " at " << at << " (cuda "
+                                  << got[at] << ", cpu " << want[at] << "), max|cpu| " << scale;
+}
+
+ModelOptions options_for(Device d, bool trainable, DType base = DType::F32) {
+    ModelOptions o;
+    o.device = d;
+    o.trainable = trainable;
+    o.weight_dtype = base;
+    return o;
+}
+
+// Parameters after several AdamW steps (see the tolerances above): worst and mean |cuda - cpu|.
+void expect_params_close(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double worst = 0, sum = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        const double e = std::fabs(double(got[i]) - double(want[i]));
+        worst = std::isnan(e) ? INFINITY : std::max(worst, e);
+        sum += e;
+    }
+    EXPECT_LE(worst, 5e-3) << what << ": worst |cuda - cpu| after the steps";
+    EXPECT_LE(sum / double(std::max<size_t>(got.size(), 1)), 2e-4) << what << ": mean |cuda - cpu| after the steps";
+}
+
+// One optimizer step as tuner train takes it: zero, forward + backward, clip 1.0, AdamW. With
+// grads_before_clip, the gradients as backward left them (host copies, before clipping).
+double train_step(LlamaModel& m, AdamW& opt, const Batch& b, double* grad_norm,
+                  std::vector<std::vector<float>>* grads_before_clip = nullptr) {
+    m.zero_grad();
+    int64_t count = 0;
+    for (int64_t i = 0; i < int64_t(b.B) * b.T; i++) count += b.targets[i] != -100;
+    const double loss = m.forward_backward(b, 1.0f / float(std::max<int64_t>(count, 1)), &count);
+    if (grads_before_clip)
+        for (Param* p : opt.params()) grads_before_clip->push_back(host_f32(p->grad));
+    *grad_norm = clip_grad_norm(opt.params(), 1.0);
+    opt.step(1e-2);
+    return loss / double(count);
+}
+
+// The first step from identical weights: losses, gradient norms and every gradient tensor
+// within 1e-4 relative; then four more steps within the drift tolerances.
+void expect_steps_match(LlamaModel& cpu, LlamaModel& gpu, AdamW& oc, AdamW& og, int64_t V, int B, int T,
+                        uint64_t seed, const std::string& what) {
+    for (int step = 0; step < 5; step++) {
+        const Tokens tk = make_tokens(B, T, V, seed + uint64_t(step));
+        const Batch b = tk.batch(B, T, step % 2 == 1);
+        cpu.set_lora_dropout_counter(uint64_t(step));
+        gpu.set_lora_dropout_counter(uint64_t(step));
+        double gc = 0, gg = 0;
+        std::vector<std::vector<float>> grads_c, grads_g;
+        const bool first = step == 0;
+        const double lc = train_step(cpu, oc, b, &gc, first ? &grads_c : nullptr);
+        const double lg = train_step(gpu, og, b, &gg, first ? &grads_g : nullptr);
+        const double rel = first ? 1e-4 : 1e-3;
+        EXPECT_NEAR(lg, lc, rel * std::fabs(lc)) << what << ": loss, step " << step;
+        EXPECT_NEAR(gg, gc, rel * gc + 1e-9) << what << ": grad norm, step " << step;
+        for (size_t i = 0; i < grads_c.size(); i++)
+            expect_close(grads_g[i], grads_c[i], 1e-4, what + ": first step's gradient of " + oc.params()[i]->name);
+    }
+}
+
+}  // namespace
+
+TEST(CudaModel, ForwardLogitsAndLossMatchCpu) {
+    REQUIRE_CUDA();
+    ComputeMode f32(cuda::MatmulCompute::F32);
+    for (bool bias : {false, true}) {
+        const ModelConfig c = tiny_config(bias);
+        auto cpu = LlamaModel::random(c, options_for(Device::CPU, true), 7);
+        auto gpu = LlamaModel::random(c, options_for(Device::CUDA, true), 7);
+        spread_weights(*cpu, *gpu, 11);
+        const int B = 2, T = 24;
+        cpu->prepare(B, T, false);
+        gpu->prepare(B, T, false);
+        const Tokens tk = make_tokens(B, T, c.vocab_size, 3);
+        for (bool packed : {false, true}) {
+            const std::string what = fmt::format("bias {} packed {}", bias, packed);
+            const Batch b = tk.batch(B, T, packed);
+            std::vector<float> lc(size_t(B * T * c.vocab_size)), lg(lc.size());
+            cpu->logits(b, lc.data());
+            gpu->logits(b, lg.data());
+            expect_close(lg, lc, 1e-4, what + " logits");
+            int64_t nc = 0, ng = 0;
+            const double sc = cpu->forward_loss(b, &nc), sg = gpu->forward_loss(b, &ng);
+            EXPECT_EQ(nc, ng) << what;
+            EXPECT_NEAR(sg / double(ng), sc / double(nc), 1e-4 * std::fabs(sc / double(nc))) << what;
+        }
+    }
+}
+
+TEST(CudaModel, FullFineTuningStepsMatchCpu) {
+    REQUIRE_CUDA();
+    ComputeMode f32(cuda::MatmulCompute::F32);
+    const ModelConfig c = tiny_config(true);
+    auto cpu = LlamaModel::random(c, options_for(Device::CPU, true), 5);
+    auto gpu = LlamaModel::random(c, options_for(Device::CUDA, true), 5);
+    spread_weights(*cpu, *gpu, 12);
+    const int B = 2, T = 16;
+    cpu->prepare(B, T, true);
+    gpu->prepare(B, T, true);
+    AdamW oc(cpu->trainable_params(), {}), og(gpu->trainable_params(), {});
+    expect_steps_match(*cpu, *gpu, oc, og, c.vocab_size, B, T, 100, "full");
+    std::vector<Param*> pc = cpu->params(), pg = gpu->params();
+    for (size_t i = 0; i < pc.size(); i++) {
+        expect_params_close(host_f32(pg[i]->value), host_f32(pc[i]->value), pc[i]->name);
+        expect_close(host_f32(og.exp_avg_tensor(i)), host_f32(oc.exp_avg_tensor(i)), 1e-2, pc[i]->name + " exp_avg");
+    }
+}
+
+TEST(CudaModel, LoraStepsMatchCpuOnEveryBase) {
+    REQUIRE_CUDA();
+    ComputeMode f32(cuda::MatmulCompute::F32);
+    for (DType base : {DType::F32, DType::BF16, DType::NF4}) {
+        for (bool ckpt : {false, true}) {
+            const std::string what = fmt::format("base {} checkpointing {}", dtype_name(base), ckpt);
+            const ModelConfig c = tiny_config(false);
+            LoraConfig lc;
+            lc.r = 4, lc.lora_alpha = 8, lc.lora_dropout = 0.1, lc.seed = 9;
+            ModelOptions oc = options_for(Device::CPU, false, base), og = options_for(Device::CUDA, false, base);
+            oc.lora = lc, og.lora = lc;
+            oc.gradient_checkpointing = og.gradient_checkpointing = ckpt;
+            auto cpu = LlamaModel::random(c, oc, 21);
+            auto gpu = LlamaModel::random(c, og, 21);
+            const int B = 2, T = 16;
+            cpu->prepare(B, T, true);
+            gpu->prepare(B, T, true);
+            AdamW ac(cpu->trainable_params(), {}), ag(gpu->trainable_params(), {});
+            expect_steps_match(*cpu, *gpu, ac, ag, c.vocab_size, B, T, 200, what);
+            std::vector<Param*> pc = cpu->adapter_params(), pg = gpu->adapter_params();
+            ASSERT_EQ(pc.size(), pg.size());
+            for (size_t i = 0; i < pc.size(); i++)
+                expect_params_close(host_f32(pg[i]->value), host_f32(pc[i]->value), what + " " + pc[i]->name);
+        }
+    }
+}
+
+TEST(CudaModel, DecodingWithKvCacheMatchesCpu) {
+    REQUIRE_CUDA();
+    ComputeMode f32(cuda::MatmulCompute::F32);
+    const ModelConfig c = tiny_config(true);
+    auto cpu = LlamaModel::random(c, options_for(Device::CPU, false), 4);
+    auto gpu = LlamaModel::random(c, options_for(Device::CUDA, false), 4);
+    spread_weights(*cpu, *gpu, 13);
+    KVCache kc(*cpu, 64, 8), kg(*gpu, 64, 8);
+    const std::vector<int32_t> prompt = {1, 5, 9, 33, 2, 80, 17, 4, 60, 11, 3};  // > one chunk of 8
+    std::vector<float> a(size_t(c.vocab_size)), b(a.size());
+    cpu->decode_step(prompt.data(), int(prompt.size()), kc, a.data());
+    gpu->decode_step(prompt.data(), int(prompt.size()), kg, b.data());
+    expect_close(b, a, 1e-4, "prompt logits");
+    for (int32_t next : {7, 70, 21}) {
+        cpu->decode_step(&next, 1, kc, a.data());
+        gpu->decode_step(&next, 1, kg, b.data());
+        expect_close(b, a, 1e-4, fmt::format("logits after token {}", next));
+    }
+    EXPECT_EQ(greedy_generate(*gpu, prompt, 12, -1), greedy_generate(*cpu, prompt, 12, -1));
+}
+
+TEST(CudaModel, AdaptersAndCheckpointsMoveBetweenDevices) {
+    REQUIRE_CUDA();
+    ComputeMode f32(cuda::MatmulCompute::F32);
+    const ModelConfig c = tiny_config(false);
+    const std::string dir = ::tuner::testing::make_temp_dir("cuda_model_io");
+    LoraConfig lc;
+    lc.r = 4, lc.lora_alpha = 8, lc.lora_dropout = 0.0, lc.seed = 3;
+    ModelOptions og = options_for(Device::CUDA, false);
+    og.lora = lc;
+    auto gpu = LlamaModel::random(c, og, 8);
+    const int B = 1, T = 16;
+    gpu->prepare(B, T, true);
+    AdamW opt(gpu->trainable_params(), {});
+    const Tokens tk = make_tokens(B, T, c.vocab_size, 5);
+    const Batch b = tk.batch(B, T, false);
+    double gn = 0;
+    for (int s = 0; s < 3; s++) train_step(*gpu, opt, b, &gn);
+
+    // The adapter written from the GPU, applied to the same base on the CPU: the same logits.
+    gpu->save(dir + "/base", DType::F32);
+    save_peft_adapter(*gpu, dir + "/adapter", dir + "/base");
+    auto cpu = LlamaModel::load(dir + "/base", options_for(Device::CPU, false));
+    load_peft_adapter(*cpu, dir + "/adapter");
+    cpu->prepare(B, T, false);
+    std::vector<float> lc_(size_t(T * c.vocab_size)), lg(lc_.size());
+    cpu->logits(b, lc_.data());
+    gpu->prepare(B, T, false);
+    gpu->logits(b, lg.data());
+    expect_close(lg, lc_, 1e-4, "logits of the adapter saved from the GPU");
+
+    // A checkpoint of the GPU run resumes on the GPU bit for bit, and on the CPU too.
+    gpu->prepare(B, T, true);
+    const std::string ck = save_checkpoint(dir, 3, gpu->trainable_params(), opt, {}, "");
+    auto gpu2 = LlamaModel::random(c, og, 99);
+    AdamW opt2(gpu2->trainable_params(), {});
+    load_checkpoint(ck, gpu2->trainable_params(), opt2);
+    std::vector<Param*> p1 = gpu->trainable_params(), p2 = gpu2->trainable_params();
+    for (size_t i = 0; i < p1.size(); i++) {
+        EXPECT_EQ(host_f32(p1[i]->value), host_f32(p2[i]->value)) << p1[i]->name;
+        EXPECT_EQ(host_f32(opt.exp_avg_tensor(i)), host_f32(opt2.exp_avg_tensor(i))) << p1[i]->name;
+    }
+    ModelOptions oc = options_for(Device::CPU, false);
+    oc.lora = lc;
+    auto cpu2 = LlamaModel::random(c, oc, 99);
+    AdamW opt3(cpu2->trainable_params(), {});
+    load_checkpoint(ck, cpu2->trainable_params(), opt3);
+    std::vector<Param*> p3 = cpu2->trainable_params();
+    for (size_t i = 0; i < p1.size(); i++) EXPECT_EQ(host_f32(p1[i]->value), host_f32(p3[i]->value)) << p1[i]->name;
+    fs::remove_all(dir);
+}
+
+TEST(CudaModel, GpuMemoryPlanIsWhatTheModelAllocates) {
+    REQUIRE_CUDA();
+    for (const char* method : {"full", "lora", "qlora"}) {
+        const ModelConfig c = tiny_config(false);
+        MemoryPlanRequest r;
+        r.model = c;
+        r.method = method;
+        r.device = Device::CUDA;
+        r.B = 2, r.T = 16;
+        ModelOptions o = options_for(Device::CUDA, r.method == "full");
+        if (r.method != "full") {
+            LoraConfig lc;
+            lc.r = 4;
+            r.lora = lc;
+            o.lora = lc;
+            r.base_dtype = o.weight_dtype = r.method == "qlora" ? DType::NF4 : DType::BF16;
+        }
+        const TrainMemoryPlan plan = plan_training_memory(r);
+        auto m = LlamaModel::random(c, o, 1);
+        m->prepare(r.B, r.T, true);
+        AdamW opt(m->trainable_params(), {});
+        const LlamaModel::ArenaBytes a = m->arena_bytes();
+        EXPECT_EQ(plan.weights, a.weights) << method;
+        EXPECT_EQ(plan.grads, a.grads + a.adapter_grads) << method;
+        EXPECT_EQ(plan.adapters, a.adapters) << method;
+        EXPECT_EQ(plan.activations, a.activations) << method;
+        EXPECT_EQ(plan.optimizer, opt.state_bytes()) << method;
+        EXPECT_EQ(plan.gpu_workspace, m->cuda_workspace_bytes(r.B, r.T)) << method;
+        EXPECT_GE(cuda::workspace_bytes(), plan.gpu_workspace) << method;  // prepare reserved it
+        EXPECT_EQ(plan.gpu_peak, plan.weights + plan.grads + plan.adapters + plan.optimizer + plan.activations +
+                                     plan.gpu_workspace + plan.gpu_cublas + plan.gpu_eval)
+            << method;
+    }
+}
+
+// The check: 5 training steps of stories260K on the GPU with bf16 matmuls (the default)
+// agree with the CPU run (f32) within bf16 tolerance, for LoRA and full fine-tuning.
+TEST(CudaModel, Stories260KFiveStepsBf16MatchCpu) {
+    REQUIRE_CUDA();
+    TUNER_REQUIRE_SHARED_DATA(data);
+    const std::string model_dir = data + "/stories260K/hf";
+    if (!fs::exists(model_dir + "/config.json")) GTEST_SKIP() << model_dir << " not found";
+    ComputeMode bf16(cuda::MatmulCompute::BF16);
+    for (bool full : {false, true}) {
+        ModelOptions oc = options_for(Device::CPU, full), og = options_for(Device::CUDA, full);
+        if (!full) {
+            LoraConfig lc;
+            lc.r = 8, lc.lora_alpha = 16, lc.lora_dropout = 0.1, lc.seed = 1;
+            oc.lora = lc, og.lora = lc;
+        }
+        auto cpu = LlamaModel::load(model_dir, oc);
+        auto gpu = LlamaModel::load(model_dir, og);
+        const int B = 2, T = 64;
+        cpu->prepare(B, T, true);
+        gpu->prepare(B, T, true);
+        AdamW ac(cpu->trainable_params(), {}), ag(gpu->trainable_params(), {});
+        for (int step = 0; step < 5; step++) {
+            const Tokens tk = make_tokens(B, T, cpu->config.vocab_size, 300 + uint64_t(step));
+            const Batch b = tk.batch(B, T, false);
+            cpu->set_lora_dropout_counter(uint64_t(step));
+            gpu->set_lora_dropout_counter(uint64_t(step));
+            double gc = 0, gg = 0;
+            const double l1 = train_step(*cpu, ac, b, &gc), l2 = train_step(*gpu, ag, b, &gg);
+            EXPECT_NEAR(l2, l1, 2e-2 * std::fabs(l1)) << (full ? "full" : "lora") << " step " << step;
+            EXPECT_NEAR(gg, gc, 0.1 * gc) << (full ? "full" : "lora") << " grad norm, step " << step;
+        }
+    }
+}
