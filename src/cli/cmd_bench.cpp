@@ -1,4 +1,5 @@
-// tuner bench MODEL_DIR [--seq T] [--steps N] [--batch B] [--threads N] [--json]
+// tuner bench MODEL_DIR|PRESET [--seq T] [--steps N] [--batch B] [--threads N] [--json]
+//                       [--device cpu|cuda [--cuda-matmul bf16|tf32|f32]]
 //                       [--lora-r R [--lora-targets all-linear|q_proj,v_proj,...] [--lora-alpha A]
 //                        [--lora-dropout P] [--base-dtype f32|bf16|nf4 [--no-double-quant]]]
 //                       [--optimizer] [--checkpointing]
@@ -13,6 +14,12 @@
 // recomputes each layer in backward (one more forward: 2*N_matmul FLOPs per token more work,
 // which the MFU below does not count: it counts useful FLOPs only).
 //
+// MODEL may be a preset name (tuner init-model's: llama-1b, llama-7b, ...): random weights made
+// in memory, nothing read from disk. With --device cuda the step runs on the GPU (timed after
+// cuda::synchronize), and MFU is counted against the GPU's matmul peak measured in the same
+// process through the same cuBLASLt path (an 8192^3 GEMM with bf16 operands under the default
+// cuda-matmul bf16; f32/tf32 otherwise).
+//
 // FLOPs per trained token (stated in the output):
 // full fine-tuning:
 //   6 * N_matmul                (forward 2N, backward 4N over every matmul weight, head included)
@@ -26,11 +33,15 @@
 #include <time.h>
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <sstream>
 
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_ops.h"
 #include "backend/kernels.h"
+#include "cli/device_option.h"
 #include "cli/commands.h"
 #include "core/arena.h"
 #include "core/scratch.h"
@@ -38,6 +49,7 @@
 #include "io/gguf.h"
 #include "models/gguf_model.h"
 #include "models/llama.h"
+#include "models/presets.h"
 #include "train/adamw.h"
 #include "train/memory_plan.h"
 
@@ -76,6 +88,38 @@ double measure_gemm_peak_gflops() {
     return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
 }
 
+// The GPU's matmul peak through our own path (cuda::matmul_forward: cuBLASLt, operands in the
+// configured compute precision), best of 5 runs of an n^3 GEMM, in GFLOP/s.
+static double measure_cuda_gemm_peak_gflops() {
+    const int64_t n = 8192;
+    const DType wt = cuda::config().compute == cuda::MatmulCompute::BF16 ? DType::BF16 : DType::F32;
+    const size_t x_bytes = size_t(n * n) * 4, w_bytes = size_t(n * n) * dtype_size(wt);
+    cuda::DeviceArena mem("gemm peak", x_bytes * 2 + w_bytes + 4096);
+    float* x = mem.alloc_f32(size_t(n * n), "x");
+    float* y = mem.alloc_f32(size_t(n * n), "y");
+    void* w = mem.alloc(w_bytes, "w");
+    cuda::memset_device(x, 0, x_bytes);  // zeros: the GEMM's speed does not depend on values
+    cuda::memset_device(w, 0, w_bytes);
+    const WeightView wv{w, wt, n, n};
+    cuda::reserve_workspace(std::max(cuda::workspace_bytes(), cuda::matmul_workspace_bytes(n, wv)));
+    cuda::matmul_forward(y, x, wv, nullptr, n, false);  // warm-up (heuristic, plan cache)
+    cuda::synchronize();
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        auto t0 = Clock::now();
+        cuda::matmul_forward(y, x, wv, nullptr, n, false);
+        cuda::synchronize();
+        best = std::min(best, seconds_since(t0));
+    }
+    return 2.0 * double(n) * double(n) * double(n) / best / 1e9;
+}
+
+static bool is_preset_name(const std::string& name) {
+    for (const auto& p : preset_names())
+        if (p == name) return true;
+    return false;
+}
+
 Command add_bench(CLI::App& app) {
     struct Opts {
         std::string model;
@@ -83,11 +127,13 @@ Command add_bench(CLI::App& app) {
         bool json = false, memory = false, optimizer = false, checkpointing = false, no_double_quant = false;
         int64_t lora_r = 0;
         std::string lora_targets = "all-linear", base_dtype = "f32";
+        std::string device = "cpu", cuda_matmul = "bf16";
         double lora_alpha = 16.0, lora_dropout = 0.1;
     };
     auto o = std::make_shared<Opts>();
     auto* sub = app.add_subcommand("bench", "time forward + backward of a training step (full or LoRA); tokens/s and MFU");
-    sub->add_option("model", o->model, "Hugging Face model folder")->required();
+    sub->add_option("model", o->model, "Hugging Face model folder, .gguf file, or a preset name (random weights)")
+        ->required();
     sub->add_option("--seq", o->seq, "sequence length T");
     sub->add_option("--batch", o->batch, "rows per step B");
     sub->add_option("--steps", o->steps, "timed steps (after one warm-up step)");
@@ -104,9 +150,23 @@ Command add_bench(CLI::App& app) {
     sub->add_flag("--no-double-quant", o->no_double_quant, "nf4 without double quantisation of the block scales");
     sub->add_flag("--checkpointing", o->checkpointing, "activation checkpointing (recompute each layer in backward)");
     add_threads_option(sub, &o->threads);
+    add_device_option(sub, &o->device);
+    sub->add_option("--cuda-matmul", o->cuda_matmul, "CUDA matmul precision: bf16 (default), tf32, f32")
+        ->check(CLI::IsMember({"bf16", "tf32", "f32"}));
     return {sub, [o]() {
                 set_num_threads(o->threads);
+                const Device device = resolve_device(o->device, "bench");
+                const bool on_cuda = device == Device::CUDA;
+                if (on_cuda) {
+                    cuda::Config cc = cuda::config();
+                    cc.compute = o->cuda_matmul == "f32"    ? cuda::MatmulCompute::F32
+                                 : o->cuda_matmul == "tf32" ? cuda::MatmulCompute::TF32
+                                                            : cuda::MatmulCompute::BF16;
+                    cuda::set_config(cc);
+                }
+                const bool preset = !std::filesystem::exists(o->model) && is_preset_name(o->model);
                 ModelOptions mo;
+                mo.device = device;
                 mo.trainable = true;
                 const bool lora = o->lora_r > 0;
                 if (lora) {
@@ -132,7 +192,9 @@ Command add_bench(CLI::App& app) {
                 const int B = o->batch, T = o->seq;
                 // The plan of this run, made before loading like `tuner train` does.
                 MemoryPlanRequest req;
-                if (is_gguf_path(o->model)) {  // a GGUF model: weights planned in their GGUF types
+                if (preset) {
+                    req.model = preset_config(o->model);
+                } else if (is_gguf_path(o->model)) {  // a GGUF model: weights planned in their GGUF types
                     req.gguf_path = o->model;
                     req.model = GgufModel(o->model).config();
                 } else {
@@ -145,7 +207,8 @@ Command add_bench(CLI::App& app) {
                 req.B = B, req.T = T;
                 req.gradient_checkpointing = o->checkpointing;
                 req.threads = num_threads();
-                req.model_file_bytes = resident_model_file_bytes(o->model, req.model);
+                req.model_file_bytes = preset ? 0 : resident_model_file_bytes(o->model, req.model);
+                req.device = device;
                 req.base_rss = current_rss_bytes();
                 req.peak_rss_so_far = peak_rss_bytes();
                 TrainMemoryPlan mem = plan_training_memory(req);
@@ -154,7 +217,7 @@ Command add_bench(CLI::App& app) {
                     mem.peak = std::max({mem.load_peak, mem.train_peak, mem.request.peak_rss_so_far});
                 }
                 const auto load_t0 = Clock::now();
-                auto model = LlamaModel::load(o->model, mo);
+                auto model = preset ? LlamaModel::random(req.model, mo, /*seed=*/0) : LlamaModel::load(o->model, mo);
                 const double load_s = seconds_since(load_t0);
                 const ModelConfig& c = model->config;
                 model->prepare(B, T, true);
@@ -180,6 +243,7 @@ Command add_bench(CLI::App& app) {
                         clip_grad_norm(opt->params(), 1.0);
                         opt->step(1e-5);
                     }
+                    if (on_cuda) cuda::synchronize();  // the step's kernels are done before the clock stops
                     return l;
                 };
                 int64_t count = 0;
@@ -219,7 +283,13 @@ Command add_bench(CLI::App& app) {
                 // Peak RSS of the run before the GEMM-peak measurement adds its three 16 MiB matrices.
                 const size_t rss_bytes = peak_rss_bytes();
                 const double rss_mb = double(rss_bytes) / (1024.0 * 1024.0);
-                const double peak = measure_gemm_peak_gflops();
+                size_t gpu_free = 0, gpu_total = 0;
+                if (on_cuda) cuda::memory_info(&gpu_free, &gpu_total);
+                const double gpu_used_mb = double(gpu_total - gpu_free) / (1024.0 * 1024.0);
+                const double peak = on_cuda ? measure_cuda_gemm_peak_gflops() : measure_gemm_peak_gflops();
+                const std::string peak_what =
+                    on_cuda ? fmt::format("CUDA {} GEMM peak (measured, 8192^3, cuBLASLt)", o->cuda_matmul)
+                            : std::string("f32 GEMM peak (measured, 2048^3)");
                 const double plan_mb = double(model->memory_plan().total_bytes()) / (1024.0 * 1024.0);
                 const double scratch_mb = double(scratch_high_water()) / (1024.0 * 1024.0);
                 if (o->memory) model->memory_plan().print(stderr, true);
@@ -230,11 +300,14 @@ Command add_bench(CLI::App& app) {
                         "\"scratch_mb\": %.1f, \"threads\": %d, \"batch\": %d, \"seq\": %d, \"params\": %lld, "
                         "\"loss\": %.4f, \"flops_formula\": \"%s\", \"method\": \"%s\", \"trainable_params\": %lld, "
                         "\"best_step_cpu_s\": %.4f, \"tokens_per_cpu_s\": %.2f, \"load_s\": %.2f, "
-                        "\"plan_peak_mb\": %.1f, \"plan_peak_phase\": \"%s\"}\n",
+                        "\"plan_peak_mb\": %.1f, \"plan_peak_phase\": \"%s\", \"device\": \"%s\", "
+                        "\"gpu_used_mb\": %.1f, \"gpu_plan_mb\": %.1f}\n",
                         tps, mean, best, gflops, peak, gflops / peak, rss_mb, plan_mb, scratch_mb, num_threads(), B, T,
                         (long long)c.num_params(), loss / double(count), formula.c_str(), method.c_str(),
                         (long long)model->num_trainable_params(), best_cpu, tokens_per_step / best_cpu, load_s,
-                        double(mem.peak) / (1024.0 * 1024.0), mem.peak_phase.c_str());
+                        double(mem.peak) / (1024.0 * 1024.0), mem.peak_phase.c_str(),
+                        on_cuda ? cuda::device_summary().c_str() : "cpu", gpu_used_mb,
+                        double(mem.gpu_peak) / (1024.0 * 1024.0));
                 } else {
                     std::printf("model %s: %.1fM parameters, B=%d T=%d, %d threads\n", o->model.c_str(),
                                 double(c.num_params()) / 1e6, B, T, num_threads());
@@ -247,8 +320,11 @@ Command add_bench(CLI::App& app) {
                                 tokens_per_step / best_cpu);
                     std::printf("FLOPs per token: %s = %.3f GFLOP (N_matmul = %.1fM, N_lora = %.2fM)\n",
                                 formula.c_str(), flops_per_token / 1e9, n_matmul / 1e6, n_lora / 1e6);
-                    std::printf("f32 GEMM peak (measured, 2048^3): %.1f GFLOP/s  ->  MFU %.1f%%\n", peak,
+                    std::printf("%s: %.1f GFLOP/s  ->  MFU %.1f%%\n", peak_what.c_str(), peak,
                                 100.0 * gflops / peak);
+                    if (on_cuda)
+                        std::printf("GPU memory: %.1f MiB in use on the device (CUDA context included), plan %.1f MiB\n",
+                                    gpu_used_mb, double(mem.gpu_peak) / (1024.0 * 1024.0));
                     std::printf("memory: model arenas %.1f MiB + kernel scratch %.1f MiB; peak RSS %.1f MiB; "
                                 "planned peak %.1f MiB (%s), measured / planned = %.3f\n",
                                 plan_mb, scratch_mb, rss_mb, double(mem.peak) / (1024.0 * 1024.0),

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "infer/chat.h"
@@ -32,9 +33,10 @@ const char* kChatHelp =
 
 }  // namespace
 
-ChatSetup load_chat_model(const std::string& model_dir, const std::string& adapter, const std::string& tmpl) {
+ChatSetup load_chat_model(const std::string& model_dir, const std::string& adapter, const std::string& tmpl,
+                          Device device) {
     ChatSetup s;
-    s.model = load_model_with_adapter(model_dir, adapter);
+    s.model = load_model_with_adapter(model_dir, adapter, device);
     s.tok = Tokenizer::load(model_dir);
     if (s.tok->vocab_size() > s.model->config.vocab_size)
         fail("[chat] {}: the tokenizer has {} tokens but the model's vocab_size is {}", model_dir, s.tok->vocab_size(),
@@ -57,6 +59,7 @@ Command add_chat(CLI::App& app) {
         int max_new = 512, ctx = 0, threads = 0;
         bool verbose = false, echo = false;
         SamplingParams sampling;  // the reference chat's defaults: temperature 0.1, top-k 40, top-p 0.75
+        std::string device = "cpu";
     };
     auto o = std::make_shared<Opts>();
     auto* sub = app.add_subcommand("chat", "interactive multi-turn chat (reads lines from stdin; works with a pipe)");
@@ -72,10 +75,11 @@ Command add_chat(CLI::App& app) {
     sub->add_flag("--echo", o->echo,
                   "print each message read as 'user> ...' and prefix replies with 'model> ' (transcripts from a pipe)");
     add_threads_option(sub, &o->threads);
+    add_device_option(sub, &o->device);
     return {sub, [o]() {
                 set_num_threads(o->threads);
                 const bool tty = isatty(STDIN_FILENO);
-                ChatSetup setup = load_chat_model(o->model, o->adapter, o->tmpl);
+                ChatSetup setup = load_chat_model(o->model, o->adapter, o->tmpl, resolve_device(o->device, "chat"));
                 ChatOptions co;
                 co.tmpl = setup.tmpl;
                 co.encode = encode_options_for(*setup.tok, -1);

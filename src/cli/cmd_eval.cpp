@@ -24,6 +24,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "data/dataset.h"
@@ -157,6 +158,7 @@ Command add_eval(CLI::App& app) {
         std::vector<std::string> sets;
         int ctx = 0, stride = 0, batch = 1, threads = 0;
         bool json = false, base = false;
+        std::string device = "cpu";
     };
     auto o = std::make_shared<Opts>();
     auto* sub = app.add_subcommand("eval", "loss and perplexity on a text, a dataset, or a config's validation data");
@@ -175,8 +177,10 @@ Command add_eval(CLI::App& app) {
     sub->add_flag("--base", o->base, "config: evaluate the base model even when output_dir has a trained result");
     sub->add_flag("--json", o->json, "print one JSON object");
     add_threads_option(sub, &o->threads);
+    add_device_option(sub, &o->device);
     return {sub, [o]() {
                 set_num_threads(o->threads);
+                const Device device = resolve_device(o->device, "eval");
                 if (o->batch < 1) fail("[eval] --batch must be at least 1");
                 if (is_config_file(o->model)) {
                     if (!o->text.empty() || !o->ids.empty() || !o->data.empty())
@@ -201,14 +205,14 @@ Command add_eval(CLI::App& app) {
                     }
                     std::fprintf(stderr, "eval: %s%s%s on the validation data of %s\n", model_dir.c_str(),
                                  adapter.empty() ? "" : " + ", adapter.c_str(), o->model.c_str());
-                    auto model = load_model_with_adapter(model_dir, adapter);
+                    auto model = load_model_with_adapter(model_dir, adapter, device);
                     const int64_t B = o->batch > 1 ? o->batch : std::max<int64_t>(1, cfg.train.batch_size);
                     print_data_loss(dataset_loss(*model, data.eval, B), data.eval, data, o->json);
                     return 0;
                 }
                 const int given = !o->text.empty() + !o->ids.empty() + !o->data.empty();
                 if (given != 1) fail("[eval] give exactly one of --text FILE, --ids FILE or --data FILE");
-                auto model = load_model_with_adapter(o->model, o->adapter);
+                auto model = load_model_with_adapter(o->model, o->adapter, device);
                 const int64_t max_pos = model->config.max_position_embeddings;
                 if (!o->data.empty()) {
                     DataConfig dc;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "core/threads.h"
 #include "infer/chat.h"
 #include "infer/generate.h"
@@ -81,6 +82,7 @@ Command add_generate(CLI::App& app) {
         int max_new = 64, threads = 0;
         bool chat = false;
         SamplingParams sampling;
+        std::string device = "cpu";
     };
     auto o = std::make_shared<Opts>();
     o->sampling.temperature = 0.0;  // scripts want reproducible output by default
@@ -97,14 +99,16 @@ Command add_generate(CLI::App& app) {
     sub->add_option("--max-new-tokens", o->max_new, "tokens to generate");
     add_sampling_options(sub, &o->sampling);
     add_threads_option(sub, &o->threads);
+    add_device_option(sub, &o->device);
     return {sub, [o]() {
                 set_num_threads(o->threads);
+                const Device device = resolve_device(o->device, "generate");
                 if (o->chat) {
                     if (o->tmpl == "none") fail("[generate] --chat needs a chat template (--template auto or a name)");
                     if (o->prompt.empty()) fail("[generate] --chat needs --prompt");
                     if (!o->prompt_ids.empty() || !o->eval.empty())
                         fail("[generate] --chat takes --prompt, not --prompt-ids or --eval");
-                    ChatSetup setup = load_chat_model(o->model, o->adapter, o->tmpl);
+                    ChatSetup setup = load_chat_model(o->model, o->adapter, o->tmpl, device);
                     ChatOptions co;
                     co.tmpl = setup.tmpl;
                     co.encode = encode_options_for(*setup.tok, -1);
@@ -117,7 +121,7 @@ Command add_generate(CLI::App& app) {
                     std::printf("%s\n", chat.send(o->prompt).text.c_str());
                     return 0;
                 }
-                auto model = load_model_with_adapter(o->model, o->adapter);
+                auto model = load_model_with_adapter(o->model, o->adapter, device);
                 if (!o->prompt_ids.empty()) {
                     std::vector<int32_t> prompt;
                     std::istringstream in(o->prompt_ids);

@@ -25,6 +25,7 @@
 
 #include "backend/kernels.h"
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "data/samples.h"
@@ -110,27 +111,16 @@ Command add_logits(CLI::App& app) {
     auto* text_opt = sub->add_option("--text", o->text, "a text, tokenized with BOS when the tokenizer adds one");
     ids_opt->excludes(text_opt);
     sub->add_option("--out", o->out, "output .npy file (float32, shape (T, V))")->required();
-    sub->add_option("--device", o->device, "cpu or cuda");
+    add_device_option(sub, &o->device);
     add_threads_option(sub, &o->threads);
     return {sub, [o]() {
                 set_num_threads(o->threads);
                 if (o->ids.empty() == o->text.empty()) fail("[logits] give --ids 1,2,3 or --text \"...\"");
-                if (o->device != "cpu" && o->device != "cuda")
-                    fail("[logits] --device {}: expected cpu or cuda", o->device);
-                if (o->device == "cuda") {
-                    std::string why;
-                    if (!cuda::available(&why)) fail("[logits] --device cuda: no CUDA device: {}", why);
-                }
+                const Device device = resolve_device(o->device, "logits");
                 if (!std::filesystem::exists(o->model))
                     fail("[logits] {}: no such model folder or file", o->model);
-                // load_model_with_adapter (io/peft) on the chosen device: the base stored as the
-                // adapter was trained against it, then the adapter's values.
-                ModelOptions mo;
-                mo.trainable = false;
-                mo.device = o->device == "cuda" ? Device::CUDA : Device::CPU;
-                if (!o->adapter.empty()) use_adapter_base_storage(mo, o->adapter);
-                auto model = LlamaModel::load(o->model, mo);
-                if (!o->adapter.empty()) load_peft_adapter(*model, o->adapter);
+                // The base stored as the adapter was trained against it, then the adapter's values.
+                auto model = load_model_with_adapter(o->model, o->adapter, device);
                 const int64_t V = model->config.vocab_size;
                 std::vector<int32_t> ids;
                 if (!o->ids.empty()) {

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_option.h"
 #include "core/threads.h"
 #include "io/peft.h"
 #include "models/llama.h"
@@ -42,6 +43,7 @@ Command add_perplexity(CLI::App& app) {
         int ctx = 512, stride = 0;
         bool json = false, memory = false;
         int threads = 0;
+        std::string device = "cpu";
     };
     auto o = std::make_shared<Opts>();
     auto* sub = app.add_subcommand("perplexity", "loss and perplexity of a model over token ids or a text file");
@@ -55,14 +57,16 @@ Command add_perplexity(CLI::App& app) {
     sub->add_flag("--json", o->json, "print one JSON object");
     sub->add_flag("--memory", o->memory, "print the memory plan");
     add_threads_option(sub, &o->threads);
+    add_device_option(sub, &o->device);
     return {sub, [o]() {
                 set_num_threads(o->threads);
+                const Device device = resolve_device(o->device, "perplexity");
                 if (o->ids.empty() == o->text.empty()) fail("[perplexity] give --ids FILE or --text FILE");
                 if (o->ctx < 2) fail("[perplexity] --ctx must be at least 2");
                 const int stride = o->stride > 0 ? o->stride : o->ctx;
                 if (stride > o->ctx)
                     fail("[perplexity] --stride {} is longer than --ctx {} (tokens would be skipped)", stride, o->ctx);
-                auto model = load_model_with_adapter(o->model, o->adapter);
+                auto model = load_model_with_adapter(o->model, o->adapter, device);
                 const std::string& file = o->ids.empty() ? o->text : o->ids;
                 std::vector<int32_t> ids = o->ids.empty() ? read_text_ids(o->text, *Tokenizer::load(o->model))
                                                           : read_token_ids(o->ids, model->config.vocab_size);

@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 
 namespace tuner {
+enum class Device : uint8_t;  // core/tensor.h
 class LlamaModel;
 class Tokenizer;
 struct ChatTemplate;
@@ -43,14 +44,15 @@ void add_sampling_options(CLI::App* sub, SamplingParams* params);
 
 // A model for chat and generation: MODEL_DIR loaded frozen (+ the PEFT adapter when adapter is
 // not ""), its tokenizer, and the chat template `tmpl` names ("auto", a name, or "none": null),
-// checked against the tokenizer (cmd_chat.cpp).
+// checked against the tokenizer (cmd_chat.cpp). The model runs on `device`.
 struct ChatSetup {
     std::unique_ptr<LlamaModel> model;
     std::unique_ptr<Tokenizer> tok;
     const ChatTemplate* tmpl = nullptr;
     std::string template_reason;
 };
-ChatSetup load_chat_model(const std::string& model_dir, const std::string& adapter, const std::string& tmpl);
+ChatSetup load_chat_model(const std::string& model_dir, const std::string& adapter, const std::string& tmpl,
+                          Device device);
 
 // Loss over token ids in windows of up to ctx tokens whose starts are stride apart (1 <= stride
 // <= ctx), Hugging Face's sliding-window perplexity: each token is scored at most once, with the
