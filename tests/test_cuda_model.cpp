@@ -34,6 +34,7 @@
 #include "train/memory_plan.h"
 
 using namespace tuner;
+using tuner::testing::host_f32;
 namespace fs = std::filesystem;
 
 namespace {
@@ -72,15 +73,6 @@ ModelConfig tiny_config(bool bias) {
     c.rms_norm_eps = 1e-5, c.rope_theta = 10000.0, c.tie_word_embeddings = !bias, c.attention_bias = bias;
     c.max_position_embeddings = 128;
     return c;
-}
-
-// A tensor's values as f32 on the host (F32/BF16/F16, either device).
-std::vector<float> host_f32(const Tensor& t) {
-    std::vector<uint8_t> scratch;
-    const void* p = tensor_to_host(t, scratch);
-    std::vector<float> out(size_t(t.numel()));
-    convert_to_f32(out.data(), p, t.dtype, out.size());
-    return out;
 }
 
 // Full fine-tuning models start from normal(0, 0.02); spread the weights out so every path

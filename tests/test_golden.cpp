@@ -257,7 +257,8 @@ void check_grads(Report& r, LlamaModel& m, const Golden& g, double scale, const 
                                   fmt::join(want.shape, ", ")));
             continue;
         }
-        r.tensor("grad." + p->name + suffix, p->grad.f32(), want.data.data(), want.data.size(), scale);
+        const std::vector<float> grad = tuner::testing::host_f32(p->grad);
+        r.tensor("grad." + p->name + suffix, grad.data(), want.data.data(), want.data.size(), scale);
     }
     for (const auto& [name, t] : g.grads) {
         if (!seen.count(name)) r.failure("golden gradient " + name + " has no model parameter");
@@ -266,11 +267,22 @@ void check_grads(Report& r, LlamaModel& m, const Golden& g, double scale, const 
 
 std::string case_dir(const std::string& name) { return golden_root().dir + "/" + name; }
 
-#define GOLDEN_PRECONDITIONS()                                              \
-    do {                                                                    \
-        const tuner::testing::RefOutput& root = golden_root();                             \
-        if (!root.skip.empty()) GTEST_SKIP() << root.skip;                  \
-        ASSERT_TRUE(root.error.empty()) << root.error;                      \
+// The model's device (tests/testing.h test_device: the CPU, or CUDA in test_golden_emu and under
+// TUNER_TEST_DEVICE=cuda, with f32 matmuls so the same tolerances apply).
+ModelOptions golden_options() {
+    ModelOptions o;
+    o.device = tuner::testing::test_device();
+    return o;
+}
+
+#define GOLDEN_PRECONDITIONS()                                                   \
+    do {                                                                         \
+        const tuner::testing::RefOutput& root = golden_root();                   \
+        if (!root.skip.empty()) GTEST_SKIP() << root.skip;                       \
+        ASSERT_TRUE(root.error.empty()) << root.error;                           \
+        std::string why_;                                                        \
+        tuner::testing::test_device(&why_);                                      \
+        if (!why_.empty()) GTEST_SKIP() << why_;                                 \
     } while (0)
 
 // ---- tests ----------------------------------------------------------------------------------
@@ -282,7 +294,7 @@ TEST_P(GoldenTest, LogitsLossGrads) {
     GOLDEN_PRECONDITIONS();
     const std::string name = GetParam();
     Golden g = load_golden(case_dir(name));
-    std::unique_ptr<LlamaModel> m = LlamaModel::load(case_dir(name), ModelOptions{});
+    std::unique_ptr<LlamaModel> m = LlamaModel::load(case_dir(name), golden_options());
     ASSERT_EQ(m->config.vocab_size, g.V);
     m->prepare(g.B, g.T, /*training=*/true);
     Batch batch = g.batch();
@@ -314,7 +326,7 @@ TEST_P(GoldenTest, PreparedForLargerBatch) {
     GOLDEN_PRECONDITIONS();
     const std::string name = GetParam();
     Golden g = load_golden(case_dir(name));
-    std::unique_ptr<LlamaModel> m = LlamaModel::load(case_dir(name), ModelOptions{});
+    std::unique_ptr<LlamaModel> m = LlamaModel::load(case_dir(name), golden_options());
     m->prepare(g.B + 1, g.T + 5, /*training=*/true);
     Batch batch = g.batch();
     Report r(name + " (prepared for larger batches)");
@@ -339,7 +351,7 @@ TEST_P(GoldenTest, FrozenBF16Forward) {
     GOLDEN_PRECONDITIONS();
     const std::string name = GetParam();
     Golden g = load_golden(case_dir(name));
-    ModelOptions opt;
+    ModelOptions opt = golden_options();
     opt.weight_dtype = DType::BF16;
     opt.trainable = false;
     std::unique_ptr<LlamaModel> m = LlamaModel::load(case_dir(name), opt);

@@ -15,7 +15,9 @@
 
 #include <fmt/format.h>
 
+#include "backend/cuda/cuda_backend.h"
 #include "models/llama.h"
+#include "nn/device_copy.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tuner::testing {
@@ -29,6 +31,31 @@ std::string shared_data_dir() {
 }
 
 std::string tuner_exe() { return TUNER_EXE; }
+
+Device test_device(std::string* why) {
+    if (why) why->clear();
+#if !defined(TUNER_CUDA_EMU)
+    const char* e = std::getenv("TUNER_TEST_DEVICE");
+    if (!e || std::string(e) != "cuda") return Device::CPU;
+#endif
+    std::string reason;
+    if (!cuda::available(&reason)) {
+        if (why) *why = "TUNER_TEST_DEVICE=cuda but no CUDA device: " + reason;
+        return Device::CPU;
+    }
+    cuda::Config c = cuda::config();
+    c.compute = cuda::MatmulCompute::F32;
+    cuda::set_config(c);
+    return Device::CUDA;
+}
+
+std::vector<float> host_f32(const Tensor& t) {
+    std::vector<uint8_t> scratch;
+    const void* p = tensor_to_host(t, scratch);
+    std::vector<float> out(size_t(t.numel()));
+    convert_to_f32(out.data(), p, t.dtype, out.size());
+    return out;
+}
 
 std::string make_temp_dir(const std::string& prefix) {
     std::string tmpl = "/tmp/tuner-test-" + prefix + "-XXXXXX";

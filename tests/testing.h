@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "core/tensor.h"
+
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -24,6 +26,14 @@ std::string shared_data_dir();
 std::string tuner_exe();
 // A fresh empty temporary directory (removed by the OS's tmp cleaning, not by the test).
 std::string make_temp_dir(const std::string& prefix);
+// The device model tests run on: CUDA in the *_emu test builds (the CUDA emulator, docs/cuda.md)
+// and when TUNER_TEST_DEVICE=cuda is set (scripts/gpu-check.sh runs the golden tests that way),
+// else the CPU. On CUDA it also sets the matmuls to f32 (cuda::MatmulCompute::F32) so that the
+// tests' f32 tolerances apply. Tests that call it must GTEST_SKIP when *why is set (CUDA wanted
+// but not available: the reason).
+Device test_device(std::string* why = nullptr);
+// A tensor's values as f32 on the host (F32/BF16/F16 tensors on either device).
+std::vector<float> host_f32(const Tensor& t);
 // Runs a shell command, returns its exit status and captures stdout+stderr into *output.
 int run_command(const std::string& command, std::string* output);
 // Deterministic pseudo-random floats in [-scale, scale).
