@@ -450,9 +450,37 @@ std::vector<int32_t> random_segments(int B, int T, uint64_t seed, int max_len) {
     return seg;
 }
 
-void check_attention(const AttnShape& s, bool segments, uint64_t seed) {
+// Attention on the device in `compute` (F32: the f32 kernels; BF16: the tensor-core kernels for
+// HD <= 128) against the CPU backend (f32).
+//
+// BF16 tolerances (norm-wise, relative to max |cpu| of the tensor, as everywhere in this file):
+// q, k, v, dout are rounded to bf16 (relative error u = 2^-9 each) and P, dS to bf16 before their
+// products; accumulation is f32. The output is a convex combination of v rows, so its error is
+// ~2u |v| from rounding v and p, plus the effect of rounding the score inputs: a score error of
+// ~2u |q||k| / sqrt(HD) (~4e-3 for these unit-uniform inputs) shifts p relatively by as much.
+// Gradients are sums of dS = P (dP - D) terms whose dP (bf16 operands) carries ~2u of |dout||v|
+// and subtracts D (f32, from out): the difference keeps that error unreduced. Measured on the
+// emulator over the shapes below (worst element / max |cpu|): out <= 3.3e-3, lse <= 1.1e-3,
+// dq, dk <= 6.6e-3, dv <= 2.5e-3. Held to 1e-2 (out), 5e-3 (lse), 2e-2 (gradients): 3-4x margin,
+// while a wrong mask, key or tile gives errors of order 1. Where the exact gradient is 0 (T = 1:
+// P = 1, dS = dP - D = 0 exactly only in exact arithmetic) dq and dk are that dP - D rounding
+// noise times k or q (~4e-4 absolute here), so the gradients' scale is at least 0.1 in bf16
+// (1e-3 in f32; the other shapes' gradients are ~0.1 to 10).
+struct AttnTol {
+    double out, lse, grad, grad_min_scale;
+};
+AttnTol attention_tol(cuda::MatmulCompute c, int HD) {
+    if (c == cuda::MatmulCompute::BF16 && HD <= 128) return {1e-2, 5e-3, 2e-2, 0.1};
+    return {1e-5, 1e-5, 1e-4, 1e-3};  // the f32 kernels (F32, TF32, and HD > 128 in BF16)
+}
+
+void check_attention(const AttnShape& s, bool segments, uint64_t seed,
+                     cuda::MatmulCompute compute = cuda::MatmulCompute::F32) {
     SCOPED_TRACE(::testing::Message() << "B=" << s.B << " T=" << s.T << " NH=" << s.NH << " NKV=" << s.NKV
-                                      << " HD=" << s.HD << " segments=" << segments);
+                                      << " HD=" << s.HD << " segments=" << segments << " compute="
+                                      << compute_name(compute));
+    ComputeScope scope(compute);
+    const AttnTol tol = attention_tol(compute, s.HD);
     Dev dev;
     cuda::reserve_workspace(std::max<size_t>(cuda::attention_workspace_bytes(s), 1));
     const size_t nq = size_t(s.B) * s.T * s.NH * s.HD, nkv = size_t(s.B) * s.T * s.NKV * s.HD;
@@ -472,18 +500,19 @@ void check_attention(const AttnShape& s, bool segments, uint64_t seed) {
     float *od = dev.zeros<float>(nq), *ld = dev.zeros<float>(nl);
     float *dqd = dev.zeros<float>(nq), *dkd = dev.zeros<float>(nkv), *dvd = dev.zeros<float>(nkv);
     cuda::attention_forward(od, ld, qd, kd, vd, segd, s);
-    expect_near(Dev::down(od, nq), out, 1e-5, "attention out");
-    expect_near(Dev::down(ld, nl), lse, 1e-5, "attention lse");
+    expect_near(Dev::down(od, nq), out, tol.out, "attention out");
+    expect_near(Dev::down(ld, nl), lse, tol.lse, "attention lse");
     // The backward gets the CPU's out and lse, so it is checked on its own.
     cuda::copy_to_device(od, out.data(), nq * 4);
     cuda::copy_to_device(ld, lse.data(), nl * 4);
     cuda::attention_backward(dqd, dkd, dvd, doutd, qd, kd, vd, od, ld, segd, s);
     // Where every query sees one key only (T = 1) dq and dk are exactly 0 (P = 1, dS = 0): the
     // CPU's values are rounding noise (~1e-8) and no scale for the tolerance. So the scale is at
-    // least 1e-3: far below the gradients of the other shapes (~0.1 to 10), far above the noise.
-    expect_near(Dev::down(dqd, nq), dq, 1e-4, "attention dq", 1e-3);
-    expect_near(Dev::down(dkd, nkv), dk, 1e-4, "attention dk", 1e-3);
-    expect_near(Dev::down(dvd, nkv), dv, 1e-4, "attention dv", 1e-3);
+    // least 1e-3 in f32 (0.1 in bf16, see attention_tol): far below the gradients of the other
+    // shapes (~0.1 to 10), far above the noise.
+    expect_near(Dev::down(dqd, nq), dq, tol.grad, "attention dq", tol.grad_min_scale);
+    expect_near(Dev::down(dkd, nkv), dk, tol.grad, "attention dk", tol.grad_min_scale);
+    expect_near(Dev::down(dvd, nkv), dv, tol.grad, "attention dv", tol.grad_min_scale);
 }
 
 TEST(CudaAttention, GqaCausal) {
@@ -508,6 +537,44 @@ TEST(CudaAttention, HeadDims) {
 TEST(CudaAttention, LongSequence) {
     REQUIRE_CUDA();
     check_attention({.B = 1, .T = 1024, .NH = 8, .NKV = 2, .HD = 128}, true, 61);
+}
+
+// TF32 compute keeps the f32 kernels (f32 tolerances).
+TEST(CudaAttention, Tf32UsesF32Kernels) {
+    REQUIRE_CUDA();
+    check_attention({.B = 1, .T = 70, .NH = 4, .NKV = 2, .HD = 64}, true, 71, cuda::MatmulCompute::TF32);
+}
+
+// The tensor-core kernels (BF16 compute, the default): 64-query / 64-key tiles, so T = 100, 150,
+// 333 end inside a tile, T = 1 is one partial tile, and T = 200 has causal diagonal tiles that
+// are neither full nor empty.
+TEST(CudaAttentionBf16, GqaCausal) {
+    REQUIRE_CUDA();
+    const auto bf16 = cuda::MatmulCompute::BF16;
+    check_attention({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 131, bf16);
+    check_attention({.B = 1, .T = 1, .NH = 2, .NKV = 1, .HD = 64}, false, 132, bf16);  // one token
+    check_attention({.B = 1, .T = 200, .NH = 8, .NKV = 1, .HD = 128}, false, 133, bf16);
+}
+
+TEST(CudaAttentionBf16, PackedSegments) {
+    REQUIRE_CUDA();
+    const auto bf16 = cuda::MatmulCompute::BF16;
+    check_attention({.B = 2, .T = 150, .NH = 6, .NKV = 2, .HD = 64}, true, 141, bf16);
+    check_attention({.B = 1, .T = 333, .NH = 4, .NKV = 4, .HD = 128}, true, 142, bf16);
+}
+
+// Head dims inside the 64 and 128 buckets (zero-padded), one not a multiple of 4 (scalar global
+// access), and 256 (beyond the tensor-core kernels: the f32 ones run, f32 tolerances).
+TEST(CudaAttentionBf16, HeadDims) {
+    REQUIRE_CUDA();
+    for (int HD : {16, 30, 48, 80, 96, 256})
+        check_attention({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = HD}, true, uint64_t(150 + HD),
+                        cuda::MatmulCompute::BF16);
+}
+
+TEST(CudaAttentionBf16, LongSequence) {
+    REQUIRE_CUDA();
+    check_attention({.B = 1, .T = 1000, .NH = 8, .NKV = 2, .HD = 128}, true, 161, cuda::MatmulCompute::BF16);
 }
 
 // =============================================================================================

@@ -23,11 +23,17 @@
 //    with P = exp(scale q.k - lse) and dS = P * (dout.v - D). S and dP are computed twice (once in
 //    each of the last two kernels): FlashAttention-2 instead adds dq with atomics from the dkv
 //    kernel, which is faster but makes dq's last bits depend on scheduling.
-// This is the clear, correct version (f32 on CUDA cores). Tensor-core (bf16 mma) versions start in
-// dev/cuda/attention_forward.cu and attention_backward.cu.
+// These are the f32 kernels (CUDA cores), used when cuda::config().compute is F32 or TF32, and for
+// head dims over 128. With BF16 compute (the default) and HD <= 128 the tensor-core kernels of
+// attention_tc.cuh run instead: same shapes, masks, lse and D conventions, same three-kernel
+// deterministic backward, with bf16 operands and f32 accumulation (numerics there).
 
 #include <cmath>
+#include <cstdint>
+#include <initializer_list>
 
+#include "backend/cuda/attention_tc.cuh"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/kernels.h"
 
@@ -500,6 +506,52 @@ void backward_launch(float* dq, float* dk, float* dv, const float* dout, const f
     CUDA_LAUNCH_CHECK("attention_dkv_kernel");
 }
 
+// ---- tensor-core (bf16) launchers -------------------------------------------------------------------
+
+// The tensor-core kernels run for BF16 compute and HD <= 128 (TF32 keeps the f32 kernels).
+bool use_tc(const Dims& g) { return config().compute == MatmulCompute::BF16 && attn_tc::bucket(g.HD) != 0; }
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+attn_tc::Dims tc_dims(const Dims& g, std::initializer_list<const void*> ptrs) {
+    bool vec4 = g.HD % 4 == 0;
+    for (const void* p : ptrs) vec4 = vec4 && aligned16(p);
+    return attn_tc::Dims{g.B, g.T, g.NH, g.NKV, g.HD, g.G, g.scale, vec4 ? 1 : 0};
+}
+
+template <int HDMAX>
+void forward_tc_launch(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* seg,
+                       const attn_tc::Dims& g) {
+    const size_t smem = attn_tc::forward_smem_bytes<HDMAX>();
+    static const bool ready =
+        (prepare(attn_tc::attention_forward_tc_kernel<HDMAX>, smem, "attention_forward (bf16 tensor cores)"), true);
+    (void)ready;
+    const dim3 grid(unsigned((g.T + attn_tc::BQ - 1) / attn_tc::BQ), unsigned(g.NH), unsigned(g.B));
+    launch(attn_tc::attention_forward_tc_kernel<HDMAX>, grid, attn_tc::kThreads, smem, context().stream, out, lse, q,
+           k, v, seg, g);
+    CUDA_LAUNCH_CHECK("attention_forward_tc_kernel");
+}
+
+template <int HDMAX>
+void backward_tc_launch(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* lse, const float* D, const int32_t* seg, const attn_tc::Dims& g) {
+    cudaStream_t stream = context().stream;
+    const size_t smem_dq = attn_tc::dq_smem_bytes<HDMAX>(), smem_dkv = attn_tc::dkv_smem_bytes<HDMAX>();
+    static const bool ready =
+        (prepare(attn_tc::attention_dq_tc_kernel<HDMAX>, smem_dq, "attention_backward (dq, bf16 tensor cores)"),
+         prepare(attn_tc::attention_dkv_tc_kernel<HDMAX>, smem_dkv, "attention_backward (dk, dv, bf16 tensor cores)"),
+         true);
+    (void)ready;
+    const dim3 grid(unsigned((g.T + attn_tc::BQ - 1) / attn_tc::BQ), unsigned(g.NH), unsigned(g.B));
+    launch(attn_tc::attention_dq_tc_kernel<HDMAX>, grid, attn_tc::kThreads, smem_dq, stream, dq, dout, q, k, v, lse, D,
+           seg, g);
+    CUDA_LAUNCH_CHECK("attention_dq_tc_kernel");
+    const dim3 grid_kv(unsigned((g.T + attn_tc::BQ - 1) / attn_tc::BQ), unsigned(g.NKV), unsigned(g.B));
+    launch(attn_tc::attention_dkv_tc_kernel<HDMAX>, grid_kv, attn_tc::kThreads, smem_dkv, stream, dk, dv, dout, q, k,
+           v, lse, D, seg, g);
+    CUDA_LAUNCH_CHECK("attention_dkv_tc_kernel");
+}
+
 }  // namespace
 
 size_t attention_workspace_bytes(const AttnShape& s) {
@@ -512,6 +564,12 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
     if (s.B <= 0 || s.T <= 0) return;
     context("attention_forward");
     const Dims g = dims(s);
+    if (use_tc(g)) {
+        const attn_tc::Dims tg = tc_dims(g, {out, q, k, v});
+        if (g.HD <= 64) forward_tc_launch<64>(out, lse, q, k, v, seg_start, tg);
+        else forward_tc_launch<128>(out, lse, q, k, v, seg_start, tg);
+        return;
+    }
     if (g.HD <= 32) forward_launch<32>(out, lse, q, k, v, seg_start, g);
     else if (g.HD <= 64) forward_launch<64>(out, lse, q, k, v, seg_start, g);
     else if (g.HD <= 128) forward_launch<128>(out, lse, q, k, v, seg_start, g);
@@ -529,6 +587,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     const int64_t rows = int64_t(s.B) * s.T * s.NH;
     launch(attention_delta_kernel, grid_for(rows * 32, 256), 256, 0, context().stream, D, dout, out, g);
     CUDA_LAUNCH_CHECK("attention_delta_kernel");
+    if (use_tc(g)) {
+        const attn_tc::Dims tg = tc_dims(g, {dq, dk, dv, dout, q, k, v});
+        if (g.HD <= 64) backward_tc_launch<64>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, tg);
+        else backward_tc_launch<128>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, tg);
+        return;
+    }
     if (g.HD <= 32) backward_launch<32>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);
     else if (g.HD <= 64) backward_launch<64>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);
     else if (g.HD <= 128) backward_launch<128>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);

@@ -76,6 +76,9 @@ struct Thread {
     int param = 0, width = 32;
     uint64_t value = 0, result = 0;
     BlockOp bop = kBarSync;
+    // A pending warp_collective: its function and name.
+    CollectiveFn coll_fn = nullptr;
+    const char* coll_name = nullptr;
 #if !defined(__x86_64__)
     ucontext_t ctx;
 #endif
@@ -167,6 +170,7 @@ const char* warp_op_name(WarpOp op) {
         case kBallot: return "__ballot_sync";
         case kAny: return "__any_sync";
         case kAll: return "__all_sync";
+        case kCollective: return "a warp-collective operation";
     }
     return "?";
 }
@@ -183,7 +187,8 @@ const char* warp_op_name(WarpOp op) {
             std::snprintf(buf, sizeof buf, "\n  thread %s waits at __syncthreads", fmt_idx(th.idx).c_str());
         } else {
             std::snprintf(buf, sizeof buf, "\n  thread %s (warp %d lane %d) waits at %s(mask 0x%08x)",
-                          fmt_idx(th.idx).c_str(), t / 32, t % 32, warp_op_name(th.op), th.mask);
+                          fmt_idx(th.idx).c_str(), t / 32, t % 32, th.coll_name ? th.coll_name : warp_op_name(th.op),
+                          th.mask);
         }
         msg += buf;
         shown++;
@@ -447,20 +452,28 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width)
     }
     if (width < 1 || width > 32 || (width & (width - 1)) != 0) die(std::string(warp_op_name(op)) + ": width must be a power of 2 <= 32");
     t.st = St::Warp, t.op = op, t.mask = mask, t.param = param, t.width = width, t.value = value;
+    if (op != kCollective) t.coll_fn = nullptr, t.coll_name = nullptr;
     s.warp_waiting[size_t(w)] |= 1u << lane;
     if ((s.warp_waiting[size_t(w)] & eff) == eff) {
         // Every lane of the mask is here: check they agree, then exchange.
         for (int l = 0; l < 32; l++) {
             if (!((eff >> l) & 1u)) continue;
             const Thread& o = s.th[size_t(base + l)];
-            if (o.op != op || (o.mask & exists) != eff || o.width != width) {
-                char buf[240];
+            if (o.op != op || (o.mask & exists) != eff || o.width != width || o.coll_fn != t.coll_fn) {
+                char buf[320];
                 std::snprintf(buf, sizeof buf,
                               "lane %d is at %s(mask 0x%08x, width %d) while lane %d is at %s(mask 0x%08x, width %d): "
                               "the lanes of a warp operation must execute the same one",
-                              lane, warp_op_name(op), mask, width, l, warp_op_name(o.op), o.mask, o.width);
+                              lane, t.coll_name ? t.coll_name : warp_op_name(op), mask, width, l,
+                              o.coll_name ? o.coll_name : warp_op_name(o.op), o.mask, o.width);
                 die(buf);
             }
+        }
+        if (op == kCollective) {
+            void* args[32] = {};
+            for (int l = 0; l < 32; l++)
+                if ((eff >> l) & 1u) args[l] = reinterpret_cast<void*>(s.th[size_t(base + l)].value);
+            t.coll_fn(args);  // runs as the last lane to arrive (its index in reports)
         }
         uint32_t ballot = 0;
         for (int l = 0; l < 32; l++)
@@ -502,6 +515,15 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width)
     yield_to_scheduler(s);
     return t.result;
 }
+
+void warp_collective(const char* name, unsigned mask, void* arg, CollectiveFn fn) {
+    State& s = S();
+    Thread& t = s.th[size_t(s.cur)];
+    t.coll_fn = fn, t.coll_name = name;
+    warp_op(kCollective, mask, reinterpret_cast<uint64_t>(arg), 0, 32);
+}
+
+void die_in_kernel(const char* what) { die(what); }
 
 cudaError_t func_get_attributes(cudaFuncAttributes* attr, const void* func) {
     if (!attr || !func) return cudaErrorInvalidValue;

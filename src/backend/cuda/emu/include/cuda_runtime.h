@@ -274,8 +274,16 @@ void* dynamic_shared();  // the running block's dynamic shared memory
 // Barriers, called from inside a kernel.
 enum BlockOp : int { kBarSync, kBarOr, kBarAnd, kBarCount };
 int block_barrier(BlockOp op, int pred);
-enum WarpOp : int { kSyncwarp, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll };
+enum WarpOp : int { kSyncwarp, kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kCollective };
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width);
+
+// A warp-collective operation (the WMMA calls in <mma.h>): every lane of the mask calls it with its
+// own `arg`; when the last one arrives, fn(args) runs once with the 32 lanes' args (null for lanes
+// outside the mask), before any lane is released. Lanes must agree on fn (else: an abort naming
+// `name` and both lanes, as for shuffles). fn may abort with die_in_kernel.
+using CollectiveFn = void (*)(void* const* args);
+void warp_collective(const char* name, unsigned mask, void* arg, CollectiveFn fn);
+[[noreturn]] void die_in_kernel(const char* what);  // "[cuda emu] kernel K, block B, thread T: what", abort
 
 template <typename T>
 T shfl(WarpOp op, unsigned mask, T var, int param, int width) {
