@@ -9,7 +9,9 @@
 // `reps` timed runs after a warm-up run, wall-clock around cuda::synchronize().
 // FLOP counts: attention forward 4 * B * NH * HD * T(T+1)/2 (the causal half of QK^T and PV),
 // backward 2.5x that (dV, dP, dQ, dK and the recomputed S: FlashAttention's convention; our
-// backward recomputes S and dP twice, so it does more work than it is credited for).
+// backward recomputes S and dP twice, so it does more work than it is credited for). Attention
+// is timed twice: BF16 compute (the default: the bf16 tensor-core kernels) and F32 compute (the
+// f32 CUDA-core kernels); the BF16 numbers are what to hold against FlashAttention-2/3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -89,13 +91,20 @@ TEST(CudaBench, DISABLED_Attention) {
     fill_random(q, nq, 1), fill_random(k, nkv, 2), fill_random(v, nkv, 3), fill_random(dout, nq, 4);
     cuda::reserve_workspace(cuda::attention_workspace_bytes(s));
     const double fwd_flops = 4.0 * s.B * s.NH * s.HD * (double(s.T) * (s.T + 1) / 2);
-    const double tf = time_median([&] { cuda::attention_forward(out, lse, q, k, v, nullptr, s); }, 10);
-    const double tb = time_median(
-        [&] { cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, nullptr, s); }, 10);
-    const std::string shape = "B=1 T=2048 NH=32 NKV=8 HD=128 causal f32";
-    report("attention forward", fwd_flops / tf * 1e-12, "TFLOP/s", shape + ", " + std::to_string(tf * 1e3) + " ms");
-    report("attention backward", 2.5 * fwd_flops / tb * 1e-12, "TFLOP/s",
-           shape + ", " + std::to_string(tb * 1e3) + " ms");
+    for (cuda::MatmulCompute c : {cuda::MatmulCompute::BF16, cuda::MatmulCompute::F32}) {
+        ComputeScope scope(c);
+        const bool bf16 = c == cuda::MatmulCompute::BF16;
+        const double tf = time_median([&] { cuda::attention_forward(out, lse, q, k, v, nullptr, s); }, 10);
+        const double tb = time_median(
+            [&] { cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, nullptr, s); }, 10);
+        const std::string shape =
+            std::string("B=1 T=2048 NH=32 NKV=8 HD=128 causal, ") + (bf16 ? "bf16 tensor cores" : "f32 CUDA cores");
+        const std::string tag = bf16 ? " bf16" : " f32";
+        report("attention forward" + tag, fwd_flops / tf * 1e-12, "TFLOP/s",
+               shape + ", " + std::to_string(tf * 1e3) + " ms");
+        report("attention backward" + tag, 2.5 * fwd_flops / tb * 1e-12, "TFLOP/s",
+               shape + ", " + std::to_string(tb * 1e3) + " ms");
+    }
 }
 
 void bench_matmul(const char* name, DType dtype, cuda::MatmulCompute compute) {

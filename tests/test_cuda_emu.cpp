@@ -2,6 +2,7 @@
 // only against tuner_lib_emu): that it runs kernels as CUDA specifies (barriers, warp exchanges,
 // shared memory, conversions) and that it reports what a GPU would hang or fault on.
 #include <gtest/gtest.h>
+#include <mma.h>
 
 #include <vector>
 
@@ -55,6 +56,69 @@ __global__ void smem_overrun_kernel(float* out) {
 __global__ void bf16_kernel(uint16_t* out, const float* in, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
         out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(in[i]));
+}
+
+namespace wmma = nvcuda::wmma;
+using Acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// d (16 x 16, row-major) = a (16 x 32, row-major bf16) b (32 x 16, stored column-major) + c, in two
+// k steps through shared memory (the 32-byte alignment load_matrix_sync needs).
+__global__ void wmma_kernel(float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c) {
+    DYNAMIC_SHARED(float4, smem);
+    __nv_bfloat16* sa = reinterpret_cast<__nv_bfloat16*>(smem);  // (16, 32)
+    __nv_bfloat16* sb = sa + 16 * 32;                            // (16 cols, 32 k)
+    float* sc = reinterpret_cast<float*>(sb + 16 * 32);          // (16, 16)
+    for (int i = threadIdx.x; i < 512; i += 32) sa[i] = a[i], sb[i] = b[i];
+    for (int i = threadIdx.x; i < 256; i += 32) sc[i] = c[i];
+    __syncwarp();
+    Acc acc;
+    wmma::load_matrix_sync(acc, sc, 16, wmma::mem_row_major);
+    for (int kk = 0; kk < 2; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+        wmma::load_matrix_sync(fa, sa + kk * 16, 32);
+        wmma::load_matrix_sync(fb, sb + kk * 16, 32);
+        wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
+// Lane l puts l * 8 + i in its x[i] and stores the tile; then lane 0 reads it back with or without
+// a __syncwarp in between (out[256] = how many elements lane 0 saw still at -1).
+__global__ void wmma_store_kernel(float* out, bool sync) {
+    DYNAMIC_SHARED(float4, smem);
+    float* s = reinterpret_cast<float*>(smem);
+    for (int i = threadIdx.x; i < 256; i += 32) s[i] = -1.0f;
+    __syncwarp();
+    Acc acc;
+    for (int i = 0; i < acc.num_elements; i++) acc.x[i] = float(threadIdx.x * acc.num_elements + i);
+    wmma::store_matrix_sync(s, acc, 16, wmma::mem_row_major);
+    if (sync) __syncwarp();
+    if (threadIdx.x == 0) {
+        int stale = 0;
+        for (int i = 0; i < 256; i++) stale += s[i] == -1.0f;
+        out[256] = float(stale);
+    }
+    __syncwarp();
+    for (int i = threadIdx.x; i < 256; i += 32) out[i] = s[i];
+}
+
+// A matrix pointer 16 bytes past a 32-byte boundary, and a lane that skips the product.
+__global__ void wmma_misaligned_kernel(float* out) {
+    DYNAMIC_SHARED(float4, smem);
+    Acc acc;
+    wmma::load_matrix_sync(acc, reinterpret_cast<float*>(smem) + 4, 16, wmma::mem_row_major);
+    out[threadIdx.x] = acc.x[0];
+}
+__global__ void wmma_divergent_kernel(float* out) {
+    Acc acc;
+    wmma::fill_fragment(acc, 1.0f);
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+    wmma::fill_fragment(fa, 1.0f);
+    wmma::fill_fragment(fb, 1.0f);
+    if (threadIdx.x != 7) wmma::mma_sync(acc, fa, fb, acc);
+    out[threadIdx.x] = acc.x[0];
 }
 
 template <typename T>
@@ -141,7 +205,52 @@ TEST(CudaEmu, Bf16ConversionMatchesDtypeH) {
     for (size_t i = 0; i < in.size(); i++) ASSERT_EQ(out[i], f32_to_bf16(in[i])) << in[i];
 }
 
+TEST(CudaEmu, WmmaIsAnExactBf16ProductWithF32Accumulation) {
+    const auto af = testing::random_floats(512, 7), bf = testing::random_floats(512, 8), c = testing::random_floats(256, 9);
+    std::vector<__nv_bfloat16> a(512), b(512);
+    for (int i = 0; i < 512; i++) a[size_t(i)] = __float2bfloat16_rn(af[size_t(i)]), b[size_t(i)] = __float2bfloat16_rn(bf[size_t(i)]);
+    float* dd = device(std::vector<float>(256, 0.0f));
+    launch(wmma_kernel, 1, 32, 512 * 2 * 2 + 256 * 4, nullptr, dd, device(a), device(b), device(c));
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const auto d = host(dd, 256);
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            double want = c[size_t(i * 16 + j)];  // b holds column j's 32 k values contiguously
+            for (int k = 0; k < 32; k++) want += double(float(a[size_t(i * 32 + k)])) * double(float(b[size_t(j * 32 + k)]));
+            // 32 exact products summed in f32: within a few ulps of the sum of magnitudes (~10).
+            ASSERT_NEAR(d[size_t(i * 16 + j)], want, 1e-5) << i << "," << j;
+        }
+}
+
+TEST(CudaEmu, WmmaStoreIsAPermutationVisibleAfterSyncwarp) {
+    for (bool sync : {false, true}) {
+        float* outd = device(std::vector<float>(257, 0.0f));
+        launch(wmma_store_kernel, 1, 32, 256 * 4, nullptr, outd, sync);
+        const auto out = host(outd, 257);
+        std::vector<int> seen(256, 0);
+        int identity = 0;
+        for (int i = 0; i < 256; i++) {
+            const int v = int(out[size_t(i)]);
+            ASSERT_TRUE(v >= 0 && v < 256) << i;
+            seen[size_t(v)]++;
+            identity += v == i;
+        }
+        for (int v = 0; v < 256; v++) EXPECT_EQ(seen[size_t(v)], 1) << v;  // every element stored once
+        EXPECT_LT(identity, 32);  // the element-to-lane map is not the obvious one
+        if (sync) EXPECT_EQ(out[256], 0.0f);
+        else EXPECT_GT(out[256], 0.0f);  // other lanes' elements not yet stored: needs the __syncwarp
+    }
+}
+
 using CudaEmuDeathTest = ::testing::Test;
+
+TEST_F(CudaEmuDeathTest, WmmaMisalignedPointerAndDivergentMmaAreReported) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    float* outd = device(std::vector<float>(32, 0.0f));
+    EXPECT_DEATH(launch(wmma_misaligned_kernel, 1, 32, 1024, nullptr, outd),
+                 "wmma_misaligned_kernel.*load_matrix_sync: pointer .* is not 256-bit");
+    EXPECT_DEATH(launch(wmma_divergent_kernel, 1, 32, 0, nullptr, outd), "DEADLOCK.*mma_sync");
+}
 
 TEST_F(CudaEmuDeathTest, DivergentBarrierIsADeadlock) {
     GTEST_FLAG_SET(death_test_style, "threadsafe");

@@ -10,7 +10,13 @@
 //            the query heads of its kv head): no shared memory, no atomics.
 // version 2: the kernels in src/backend/cuda/attention.cu: tiles in shared memory, dq per query
 //            block over key tiles, dk/dv per key block over query tiles, lane-parallel scores.
-// Next: FlashAttention-2's single pass (dq by atomics) and bf16 tensor-core tiles.
+// version 3: bf16 tensor cores (WMMA m16n16k16, f32 accumulation): the dq and dk/dv kernels of
+//            src/backend/cuda/attention_tc.cuh, included as is (what cuda::attention_backward runs
+//            with BF16 compute), after version 2's D kernel. Same three-kernel deterministic
+//            structure as version 2 with 64 x 64 tiles; S, dP, dS K, P^T dO, dS^T Q on tensor cores.
+//            Validated with bf16 tolerances (2e-2 of each gradient's max |ref|).
+// Next: FlashAttention-2's single pass (dq by atomics, or a deterministic dq reduction), mma.sync
+// with register-resident P / dS, then wgmma (FlashAttention-3).
 #include "common.h"
 
 constexpr int B = 1, T = 512, NH = 8, NKV = 2, HD = 64, G = NH / NKV;
@@ -309,6 +315,21 @@ void attention_backward2(Args a) {
     dkv_kernel2<<<dim3(ceil_div(T, BKV), NKV, B), 128, kSmemDkv>>>(a);
 }
 
+// ---- version 3: bf16 tensor cores (src/backend/cuda/attention_tc.cuh) -----------------------------------
+#include "../../src/backend/cuda/attention_tc.cuh"
+namespace tc = tuner::cuda::attn_tc;
+constexpr int HDM = tc::bucket(HD);
+static_assert(HDM != 0, "the tensor-core kernels take HD <= 128");
+
+void attention_backward3(Args a) {
+    const tc::Dims g{B, T, NH, NKV, HD, G, 1.0f / std::sqrt(float(HD)), HD % 4 == 0 ? 1 : 0};
+    delta_kernel2<<<ceil_div(B * T * NH * 32, 256), 256>>>(a);
+    tc::attention_dq_tc_kernel<HDM><<<dim3(ceil_div(T, tc::BQ), NH, B), tc::kThreads, tc::dq_smem_bytes<HDM>()>>>(
+        a.dq, a.dout, a.q, a.k, a.v, a.lse, a.D, a.seg, g);
+    tc::attention_dkv_tc_kernel<HDM><<<dim3(ceil_div(T, tc::BQ), NKV, B), tc::kThreads, tc::dkv_smem_bytes<HDM>()>>>(
+        a.dk, a.dv, a.dout, a.q, a.k, a.v, a.lse, a.D, a.seg, g);
+}
+
 // ---- driver -----------------------------------------------------------------------------------------
 int main(int argc, char** argv) {
     const int version = argc > 1 ? std::atoi(argv[1]) : 0;
@@ -327,6 +348,10 @@ int main(int argc, char** argv) {
 
     cudaCheck(cudaFuncSetAttribute(dq_kernel2, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemDq)));
     cudaCheck(cudaFuncSetAttribute(dkv_kernel2, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemDkv)));
+    cudaCheck(cudaFuncSetAttribute(tc::attention_dq_tc_kernel<HDM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(tc::dq_smem_bytes<HDM>())));
+    cudaCheck(cudaFuncSetAttribute(tc::attention_dkv_tc_kernel<HDM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(tc::dkv_smem_bytes<HDM>())));
     Args a;
     a.q = to_device(q), a.k = to_device(k), a.v = to_device(v), a.dout = to_device(dout);
     a.out = to_device(ref.out), a.lse = to_device(ref.lse), a.seg = to_device(seg);
@@ -340,15 +365,17 @@ int main(int argc, char** argv) {
         for (int t = 0; t < T; t++) pairs += t - seg[size_t(b) * T + t] + 1;
     const double flops = 2.5 * 4.0 * HD * NH * pairs;  // FlashAttention's convention: 2.5x the forward
 
-    void (*versions[])(Args) = {attention_backward1, attention_backward2};
-    for (int ver = 1; ver <= 2; ver++) {
+    void (*versions[])(Args) = {attention_backward1, attention_backward2, attention_backward3};
+    // Tolerances (max |err| / max |ref|): f32 kernels 1e-4; bf16 operands 2e-2 (tests/test_cuda_ops.cpp).
+    const float tols[] = {1e-4f, 1e-4f, 2e-2f};
+    for (int ver = 1; ver <= 3; ver++) {
         if (version && version != ver) continue;
         std::printf("version %d\n", ver);
         versions[ver - 1](a);
         cudaCheck(cudaDeviceSynchronize());
-        validate_result(a.dq, ref.dq, "dq", 1e-4f);
-        validate_result(a.dk, ref.dk, "dk", 1e-4f);
-        validate_result(a.dv, ref.dv, "dv", 1e-4f);
+        validate_result(a.dq, ref.dq, "dq", tols[ver - 1]);
+        validate_result(a.dk, ref.dk, "dk", tols[ver - 1]);
+        validate_result(a.dv, ref.dv, "dv", tols[ver - 1]);
         const float ms = benchmark_kernel(10, versions[ver - 1], a);
         std::printf("  %.3f ms, %.2f TFLOP/s (useful)\n", ms, flops / (ms * 1e-3) * 1e-12);
     }
