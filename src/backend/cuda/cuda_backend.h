@@ -48,6 +48,8 @@ void synchronize();  // waits for every queued op; reports an asynchronous kerne
 //        are converted to bf16 tiles; activations are converted to bf16 in the workspace),
 //        tensor cores with f32 accumulation: DESIGN.md's "CUDA in bf16 with f32 accumulation".
 //        Relative error of a product ~2^-8 against F32.
+// It also picks the attention kernels: BF16 runs the bf16 tensor-core flash attention (HD <= 128;
+// attention_tc.cuh), F32 and TF32 the f32 kernels of attention.cu.
 enum class MatmulCompute : uint8_t { F32, TF32, BF16 };
 
 struct Config {
