@@ -63,8 +63,8 @@ const char* const kCases[] = {"llama_gqa",           "llama_tied_mha", "qwen2_bi
 // Cached in BUILD/golden-ref/<hash of the script>/ (tuner::testing::run_ref_script).
 const tuner::testing::RefOutput& golden_root() {
     static const tuner::testing::RefOutput root =
-        tuner::testing::run_ref_script(TUNER_SOURCE_DIR "/tests/ref/llama_ref.py", {}, TUNER_BINARY_DIR "/golden-ref",
-                                       "the golden tests", "golden");
+        tuner::testing::run_ref_script(tuner::testing::source_dir() + "/tests/ref/llama_ref.py", {},
+                                       tuner::testing::binary_dir() + "/golden-ref", "the golden tests", "golden");
     return root;
 }
 

@@ -65,9 +65,9 @@ constexpr double kBulkLrFrac = 1e-3, kBulkRel = 1e-6, kBulkOutlierFrac = 1e-3, k
 // Generated once per build folder and script version (tuner::testing::run_ref_script).
 const tuner::testing::RefOutput& ref_root() {
     static const tuner::testing::RefOutput root = tuner::testing::run_ref_script(
-        TUNER_SOURCE_DIR "/tests/ref/train_ref.py",
-        {TUNER_SOURCE_DIR "/tests/ref/llama_ref.py", TUNER_SOURCE_DIR "/tests/ref/lora_ref.py"},
-        TUNER_BINARY_DIR "/train-ref", "the training golden tests", "train-ref");
+        tuner::testing::source_dir() + "/tests/ref/train_ref.py",
+        {tuner::testing::source_dir() + "/tests/ref/llama_ref.py", tuner::testing::source_dir() + "/tests/ref/lora_ref.py"},
+        tuner::testing::binary_dir() + "/train-ref", "the training golden tests", "train-ref");
     return root;
 }
 

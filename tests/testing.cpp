@@ -30,7 +30,13 @@ std::string shared_data_dir() {
     return dir;
 }
 
-std::string tuner_exe() { return TUNER_EXE; }
+static std::string env_or(const char* name, const char* compiled) {
+    const char* e = std::getenv(name);
+    return e && *e ? e : compiled;
+}
+std::string tuner_exe() { return env_or("TUNER_EXE", TUNER_EXE); }
+std::string source_dir() { return env_or("TUNER_SOURCE_DIR", TUNER_SOURCE_DIR); }
+std::string binary_dir() { return env_or("TUNER_BINARY_DIR", TUNER_BINARY_DIR); }
 
 Device test_device(std::string* why) {
     if (why) why->clear();

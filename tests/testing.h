@@ -22,8 +22,13 @@ namespace tuner::testing {
 
 // ../shared/data beside the checkout, or "" when it is absent (the test should GTEST_SKIP).
 std::string shared_data_dir();
-// Path to the built `tuner` program.
+// Path to the built `tuner` program ($TUNER_EXE overrides the build's).
 std::string tuner_exe();
+// The checkout (for tests/ref/*.py) and the build folder (for cached references); $TUNER_SOURCE_DIR
+// and $TUNER_BINARY_DIR override the paths compiled in, so test binaries built on one machine
+// run on another (scripts/gpu-bundle.sh).
+std::string source_dir();
+std::string binary_dir();
 // A fresh empty temporary directory (removed by the OS's tmp cleaning, not by the test).
 std::string make_temp_dir(const std::string& prefix);
 // The device model tests run on: CUDA in the *_emu test builds (the CUDA emulator, docs/cuda.md)
