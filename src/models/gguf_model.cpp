@@ -320,7 +320,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const
     m->layers.assign(size_t(m->config.num_layers), LlamaLayer{});
     const std::vector<DType> stored = plan_gguf_params(m->plan_, g, trainable, options.weight_dtype, options.quant);
     m->weights_ = Arena("weights", m->plan_.role_bytes("weights"));
-    if (trainable) m->grads_ = Arena("grads", m->plan_.role_bytes("grads"));
+    if (trainable) m->grads_ = m->make_arena("grads", m->plan_.role_bytes("grads"), m->dev_grads_);
     const std::vector<Param*> params = m->params();  // in spec order
     TUNER_ASSERT(params.size() == specs.size());
     for (size_t i = 0; i < specs.size(); i++) {
@@ -356,6 +356,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load_gguf(const std::string& path, const
         release_mapped_pages(w.data, w.nbytes);  // RSS holds one tensor of the file at a time
     }
     m->inv_freq_ = rope_inv_freq(m->config);
+    m->finish_load();  // CUDA: the weights (GGUF blocks as they are) to the device
     if (options.lora) m->enable_lora(*options.lora);
     return m;
 }

@@ -64,8 +64,8 @@ constexpr int kDecodeMaxHD = 256;
 // One block per (query i, head h). Pass over the keys in chunks of kDecodeKeys: each warp
 // computes scores of its keys (lanes split the head dimension, warp_sum), then the block does
 // an online softmax update of the output (threads own output dimensions).
-__global__ void decode_attention_kernel(float* out, const float* q, const float* K, const float* V, int n, int p0,
-                                        int NH, int NKV, int HD) {
+__global__ void decode_attention_kernel(float* out, const float* q, const float* K, const float* V, int p0, int NH,
+                                        int NKV, int HD) {
     __shared__ float qs[kDecodeMaxHD];
     __shared__ float scores[kDecodeKeys];
     __shared__ float stats[2];  // running max, running sum
@@ -93,13 +93,16 @@ __global__ void decode_attention_kernel(float* out, const float* q, const float*
         float mx = stats[0];
         for (int jj = 0; jj < nk; jj++) mx = fmaxf(mx, scores[jj]);
         const float corr = expf(stats[0] - mx);  // exp(-inf) = 0 on the first chunk
+        __syncthreads();                         // every thread has its max before scores change
+        for (int jj = threadIdx.x; jj < nk; jj += blockDim.x) scores[jj] = expf(scores[jj] - mx);
+        __syncthreads();
         float sum = stats[1] * corr;
-        for (int jj = 0; jj < nk; jj++) sum += expf(scores[jj] - mx);
+        for (int jj = 0; jj < nk; jj++) sum += scores[jj];
         for (int k = 0; k < kDecodeMaxHD / kDecodeThreads; k++) {
             const int e = threadIdx.x + k * kDecodeThreads;
             if (e >= HD) break;
             float a = acc[k] * corr;
-            for (int jj = 0; jj < nk; jj++) a += expf(scores[jj] - mx) * V[(size_t(j0 + jj) * NKV + g) * HD + e];
+            for (int jj = 0; jj < nk; jj++) a += scores[jj] * V[(size_t(j0 + jj) * NKV + g) * HD + e];
             acc[k] = a;
         }
         __syncthreads();  // every thread has read stats and scores
@@ -166,8 +169,9 @@ void decode_attention(float* out, const float* q, const float* K, const float* V
                       int HD) {
     if (n <= 0) return;
     if (HD > kDecodeMaxHD) fail("[cuda] decode_attention: head_dim {} > {}", HD, kDecodeMaxHD);
+    // One block per (query, head): grid n * NH, block index = query * NH + head.
     launch(decode_attention_kernel, unsigned(n * NH), kDecodeThreads, 0, context("decode_attention").stream, out, q, K,
-           V, n, p0, NH, NKV, HD);
+           V, p0, NH, NKV, HD);
     CUDA_LAUNCH_CHECK("decode_attention_kernel");
 }
 
