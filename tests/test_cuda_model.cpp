@@ -20,12 +20,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/kernels.h"
 #include "infer/generate.h"
 #include "models/gguf_export.h"
+#include "train/metrics.h"
 #include "io/peft.h"
 #include "models/llama.h"
 #include "nn/device_copy.h"
@@ -450,5 +452,78 @@ TEST(CudaModel, GgufQ8_0BaseLoraMatchesCpu) {
     gpu->prepare(B, T, true);
     AdamW ac(cpu->trainable_params(), {}), ag(gpu->trainable_params(), {});
     expect_steps_match(*cpu, *gpu, ac, ag, cpu->config.vocab_size, B, T, 400, "gguf q8_0");
+    fs::remove_all(dir);
+}
+
+// The program with the CUDA backend this test was built against: tuner on a GPU build,
+// tuner_emu (same directory) in the emulator build.
+static std::string cuda_tuner_exe() {
+#if defined(TUNER_CUDA_EMU)
+    return ::tuner::testing::tuner_exe() + "_emu";
+#else
+    return ::tuner::testing::tuner_exe();
+#endif
+}
+
+// `tuner train --device cuda` end to end against the same run on the CPU: per-step losses,
+// the adapter, a checkpoint written from the GPU resumed on the GPU (the resumed step repeats
+// the same loss: the same device, the same kernels), and perplexity with the adapter.
+TEST(CudaModel, CliTrainResumePerplexityOnCuda) {
+    REQUIRE_CUDA();
+    TUNER_REQUIRE_SHARED_DATA(data);
+    const std::string dir = ::tuner::testing::make_temp_dir("cuda_cli");
+    {
+        std::ifstream in(data + "/text/input.txt");
+        std::string text(20000, '\0');
+        in.read(text.data(), std::streamsize(text.size()));
+        text.resize(size_t(in.gcount()));
+        std::ofstream(dir + "/train.txt") << text;
+        std::ofstream(dir + "/eval.txt") << text.substr(0, 3000);
+    }
+    std::ofstream(dir + "/cfg.yaml") << "model: " << data << "/stories260K/hf\n"
+                                     << "method: lora\noutput_dir: " << dir << "/unused\n"
+                                     << "data:\n  train:\n    - {path: " << dir
+                                     << "/train.txt, format: text, split: paragraph}\n"
+                                        "  max_length: 64\n  pack: true\n"
+                                        "lora: {r: 8, lora_alpha: 16, lora_dropout: 0.1}\n"
+                                        "train: {lr: 1.0e-3, batch_size: 2, grad_accum: 1, max_steps: 3, "
+                                        "warmup_steps: 0, seed: 0}\n"
+                                        "save: {every: 2, keep: 2}\n";
+    const std::string exe = cuda_tuner_exe();
+    std::string out;
+    auto run = [&](const std::string& args) {
+        const int rc = ::tuner::testing::run_command(exe + " " + args + " 2>&1", &out);
+        EXPECT_EQ(rc, 0) << args << "\n" << out;
+        return rc == 0;
+    };
+    ASSERT_TRUE(run("train " + dir + "/cfg.yaml --device cuda --set output_dir=" + dir + "/gpu"));
+    EXPECT_NE(out.find("GPU memory plan"), std::string::npos) << out;
+    ASSERT_TRUE(run("train " + dir + "/cfg.yaml --device cpu --set output_dir=" + dir + "/cpu"));
+    const auto g = read_metrics(dir + "/gpu/metrics.jsonl"), c = read_metrics(dir + "/cpu/metrics.jsonl");
+    ASSERT_EQ(g.size(), 3u);
+    ASSERT_EQ(c.size(), 3u);
+    for (size_t i = 0; i < 3; i++) {
+        const double lg = g[i]["loss"].get<double>(), lc = c[i]["loss"].get<double>();
+        EXPECT_NEAR(lg, lc, 2e-2 * lc) << "step " << i + 1 << " (bf16 matmuls on the GPU)";
+    }
+    EXPECT_TRUE(fs::exists(dir + "/gpu/adapter/adapter_model.safetensors"));
+
+    // Resume from the GPU run's checkpoint-2: step 3 again, with the loss it had.
+    ASSERT_TRUE(run("train " + dir + "/cfg.yaml --device cuda --set output_dir=" + dir + "/gpu --resume " + dir +
+                    "/gpu/checkpoint-2"));
+    const auto r = read_metrics(dir + "/gpu/metrics.jsonl");
+    ASSERT_EQ(r.size(), 3u);
+    EXPECT_NEAR(r[2]["loss"].get<double>(), g[2]["loss"].get<double>(), 1e-6 * g[2]["loss"].get<double>());
+
+    // Perplexity with the GPU-trained adapter, on both devices.
+    auto ppl = [&](const std::string& device) {
+        run("perplexity " + data + "/stories260K/hf --adapter " + dir + "/gpu/adapter --text " + dir +
+            "/eval.txt --ctx 64 --json --device " + device);
+        const size_t at = out.find('{');
+        return at == std::string::npos ? -1.0 : nlohmann::json::parse(out.substr(at)).value("loss", -1.0);
+    };
+    const double pg = ppl("cuda"), pc = ppl("cpu");
+    EXPECT_GT(pc, 0);
+    EXPECT_NEAR(pg, pc, 1e-2 * pc);
     fs::remove_all(dir);
 }
