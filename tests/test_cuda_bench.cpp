@@ -33,14 +33,6 @@ using tuner::testing::random_floats;
 
 namespace {
 
-#define REQUIRE_CUDA()                                                \
-    do {                                                              \
-        std::string why_;                                             \
-        if (!::tuner::cuda::available(&why_)) {                       \
-            GTEST_SKIP() << "no CUDA device: " << why_;               \
-        }                                                             \
-    } while (0)
-
 // Median seconds of fn over reps runs (after one warm-up run).
 double time_median(const std::function<void()>& fn, int reps) {
     fn();
@@ -80,7 +72,7 @@ struct ComputeScope {
 };
 
 TEST(CudaBench, DISABLED_Attention) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     const AttnShape s{.B = 1, .T = 2048, .NH = 32, .NKV = 8, .HD = 128};
     const size_t nq = size_t(s.B) * s.T * s.NH * s.HD, nkv = size_t(s.B) * s.T * s.NKV * s.HD;
     cuda::DeviceArena a("bench", (4 * nq + 4 * nkv + size_t(s.B) * s.NH * s.T) * 4 + (size_t(16) << 20));
@@ -139,7 +131,7 @@ void bench_matmul(const char* name, DType dtype, cuda::MatmulCompute compute) {
 }
 
 TEST(CudaBench, DISABLED_Matmul) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     bench_matmul("matmul f32 weight, f32 compute", DType::F32, cuda::MatmulCompute::F32);
     bench_matmul("matmul f32 weight, tf32 compute", DType::F32, cuda::MatmulCompute::TF32);
     bench_matmul("matmul bf16 weight, bf16 compute", DType::BF16, cuda::MatmulCompute::BF16);
@@ -148,7 +140,7 @@ TEST(CudaBench, DISABLED_Matmul) {
 }
 
 TEST(CudaBench, DISABLED_CrossEntropy) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeScope scope(cuda::MatmulCompute::BF16);
     const int64_t N = 4096, C = 4096, V = 128256;
     const size_t head_bytes = size_t(V * C) * 2;  // a frozen bf16 head (LoRA / QLoRA)
@@ -178,7 +170,7 @@ TEST(CudaBench, DISABLED_CrossEntropy) {
 }
 
 TEST(CudaBench, DISABLED_AdamW) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     const int64_t n = 100'000'000;
     cuda::DeviceArena a("bench", size_t(n) * 16 + (size_t(4) << 20));
     float *p = a.alloc_f32(size_t(n), "p"), *g = a.alloc_f32(size_t(n), "g");
@@ -190,7 +182,7 @@ TEST(CudaBench, DISABLED_AdamW) {
 }
 
 TEST(CudaBench, DISABLED_RMSNorm) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     const int64_t N = 8192, C = 4096;
     cuda::DeviceArena a("bench", size_t(N * C) * 12 + size_t(C + N) * 8 + (size_t(4) << 20));
     float *x = a.alloc_f32(size_t(N * C), "x"), *out = a.alloc_f32(size_t(N * C), "out");

@@ -42,20 +42,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool device_required() {
-    const char* e = std::getenv("TUNER_REQUIRE_CUDA");
-    return e && std::string(e) == "1";
-}
-
-#define REQUIRE_CUDA()                                                                                    \
-    do {                                                                                                  \
-        std::string why_;                                                                                 \
-        if (!::tuner::cuda::available(&why_)) {                                                           \
-            if (device_required()) FAIL() << "no CUDA device: " << why_ << " (TUNER_REQUIRE_CUDA=1)"; \
-            GTEST_SKIP() << "no CUDA device: " << why_;                                                   \
-        }                                                                                                 \
-    } while (0)
-
 // Sets the CUDA matmul precision for one test and restores the default after it.
 struct ComputeMode {
     cuda::Config saved;
@@ -203,7 +189,7 @@ void expect_steps_match(LlamaModel& cpu, LlamaModel& gpu, AdamW& oc, AdamW& og, 
 }  // namespace
 
 TEST(CudaModel, ForwardLogitsAndLossMatchCpu) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeMode f32(cuda::MatmulCompute::F32);
     for (bool bias : {false, true}) {
         const ModelConfig c = tiny_config(bias);
@@ -230,7 +216,7 @@ TEST(CudaModel, ForwardLogitsAndLossMatchCpu) {
 }
 
 TEST(CudaModel, FullFineTuningStepsMatchCpu) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeMode f32(cuda::MatmulCompute::F32);
     const ModelConfig c = tiny_config(true);
     auto cpu = LlamaModel::random(c, options_for(Device::CPU, true), 5);
@@ -249,7 +235,7 @@ TEST(CudaModel, FullFineTuningStepsMatchCpu) {
 }
 
 TEST(CudaModel, LoraStepsMatchCpuOnEveryBase) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeMode f32(cuda::MatmulCompute::F32);
     for (DType base : {DType::F32, DType::BF16, DType::NF4}) {
         for (bool ckpt : {false, true}) {
@@ -276,7 +262,7 @@ TEST(CudaModel, LoraStepsMatchCpuOnEveryBase) {
 }
 
 TEST(CudaModel, DecodingWithKvCacheMatchesCpu) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeMode f32(cuda::MatmulCompute::F32);
     const ModelConfig c = tiny_config(true);
     auto cpu = LlamaModel::random(c, options_for(Device::CPU, false), 4);
@@ -305,7 +291,7 @@ TEST(CudaModel, DecodingWithKvCacheMatchesCpu) {
 }
 
 TEST(CudaModel, AdaptersAndCheckpointsMoveBetweenDevices) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeMode f32(cuda::MatmulCompute::F32);
     const ModelConfig c = tiny_config(false);
     const std::string dir = ::tuner::testing::make_temp_dir("cuda_model_io");
@@ -356,7 +342,7 @@ TEST(CudaModel, AdaptersAndCheckpointsMoveBetweenDevices) {
 }
 
 TEST(CudaModel, GpuMemoryPlanIsWhatTheModelAllocates) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     for (const char* method : {"full", "lora", "qlora"}) {
         const ModelConfig c = tiny_config(false);
         MemoryPlanRequest r;
@@ -395,7 +381,7 @@ TEST(CudaModel, GpuMemoryPlanIsWhatTheModelAllocates) {
 // LoRA and full fine-tuning, at a learning rate where training is stable (1e-3: at 1e-2 full
 // fine-tuning of this model diverges and amplifies any rounding difference).
 TEST(CudaModel, Stories260KFiveStepsBf16MatchCpu) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     TUNER_REQUIRE_SHARED_DATA(data);
     const std::string model_dir = data + "/stories260K/hf";
     if (!fs::exists(model_dir + "/config.json")) GTEST_SKIP() << model_dir << " not found";
@@ -430,7 +416,7 @@ TEST(CudaModel, Stories260KFiveStepsBf16MatchCpu) {
 // A llama.cpp GGUF base with Q8_0 blocks (exported from stories260K) stays in its blocks on the
 // GPU as on the CPU: LoRA over it matches the CPU run.
 TEST(CudaModel, GgufQ8_0BaseLoraMatchesCpu) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     TUNER_REQUIRE_SHARED_DATA(data);
     const std::string model_dir = data + "/stories260K/hf";
     ComputeMode f32(cuda::MatmulCompute::F32);
@@ -469,7 +455,7 @@ static std::string cuda_tuner_exe() {
 // the adapter, a checkpoint written from the GPU resumed on the GPU (the resumed step repeats
 // the same loss: the same device, the same kernels), and perplexity with the adapter.
 TEST(CudaModel, CliTrainResumePerplexityOnCuda) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     TUNER_REQUIRE_SHARED_DATA(data);
     const std::string dir = ::tuner::testing::make_temp_dir("cuda_cli");
     {

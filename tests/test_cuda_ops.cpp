@@ -44,22 +44,6 @@ using tuner::testing::Rng;
 
 namespace {
 
-bool device_required() {
-    const char* e = std::getenv("TUNER_REQUIRE_CUDA");
-    return e && std::string(e) == "1";
-}
-
-// Skips the test without a device (or fails it under TUNER_REQUIRE_CUDA=1). Top of a TEST only.
-#define REQUIRE_CUDA()                                                                                    \
-    do {                                                                                                  \
-        std::string why_;                                                                                 \
-        if (!::tuner::cuda::available(&why_)) {                                                           \
-            if (device_required()) FAIL() << "no CUDA device: " << why_ << " (TUNER_REQUIRE_CUDA=1)"; \
-            GTEST_SKIP() << "no CUDA device: " << why_;                                                   \
-        }                                                                                                 \
-    } while (0)
-
-
 // ---- device memory ----------------------------------------------------------------------------
 
 // One arena per test: 512 MiB is more than any test here uses.
@@ -176,14 +160,14 @@ const std::vector<WeightCase>& weight_cases() {
 // =============================================================================================
 
 TEST(CudaDevice, AvailableAndSummary) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     const std::string s = cuda::device_summary();
     std::printf("device: %s\n", s.c_str());
     EXPECT_FALSE(s.empty());
 }
 
 TEST(CudaDevice, ArenaViewsAndPlanningErrors) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     cuda::DeviceArena a("acts", 4096);
     void* x = a.alloc(1000, "x");
     void* y = a.alloc(10, "y");
@@ -218,7 +202,7 @@ TEST(CudaDevice, ArenaViewsAndPlanningErrors) {
 // =============================================================================================
 
 TEST(CudaOps, AddForwardInplaceAliasing) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     Dev dev;
     const int64_t n = 100003;
     const auto a = random_floats(size_t(n), 1), b = random_floats(size_t(n), 2);
@@ -238,7 +222,7 @@ TEST(CudaOps, AddForwardInplaceAliasing) {
 }
 
 TEST(CudaOps, SwiGLUForwardBackward) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     Dev dev;
     const int64_t n = 3 * 1536 + 7;
     const auto gate = random_floats(size_t(n), 3, 6.0f), up = random_floats(size_t(n), 4);
@@ -262,7 +246,7 @@ std::vector<float> inv_freq_for(int HD, double theta) {
 }
 
 TEST(CudaOps, RopeForwardBackward) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     for (int HD : {8, 64, 128}) {
         SCOPED_TRACE(HD);
         Dev dev;
@@ -288,7 +272,7 @@ TEST(CudaOps, RopeForwardBackward) {
 }
 
 TEST(CudaOps, RMSNormForwardBackward) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     for (int64_t C : {37, 576, 4096}) {
         SCOPED_TRACE(C);
         Dev dev;
@@ -313,7 +297,7 @@ TEST(CudaOps, RMSNormForwardBackward) {
 }
 
 TEST(CudaOps, EmbeddingAllDtypesBitExactAndBackwardRepeatedIds) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     const int64_t V = 97, C = 256, N = 300;
     std::vector<int32_t> ids(static_cast<size_t>(N));
     Rng rng(13);
@@ -391,21 +375,21 @@ void check_matmul(int64_t N, int64_t in, int64_t out, const WeightCase& wc, cuda
 }
 
 TEST(CudaMatmul, F32ComputeEveryWeightDtype) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeScope scope(cuda::MatmulCompute::F32);
     check_matmul(37, 40, 24, weight_cases()[0], cuda::MatmulCompute::F32);  // odd sizes
     for (const WeightCase& wc : weight_cases()) check_matmul(67, 512, 200, wc, cuda::MatmulCompute::F32);
 }
 
 TEST(CudaMatmul, BF16ComputeEveryWeightDtype) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeScope scope(cuda::MatmulCompute::BF16);
     check_matmul(37, 40, 24, weight_cases()[0], cuda::MatmulCompute::BF16);
     for (const WeightCase& wc : weight_cases()) check_matmul(67, 512, 200, wc, cuda::MatmulCompute::BF16);
 }
 
 TEST(CudaMatmul, NF4RowsInsideBlocks) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     // bitsandbytes quantises the flattened tensor: 172-wide rows start inside 64-value blocks.
     for (cuda::MatmulCompute c : {cuda::MatmulCompute::F32, cuda::MatmulCompute::BF16}) {
         ComputeScope scope(c, 64 * 172);
@@ -415,14 +399,14 @@ TEST(CudaMatmul, NF4RowsInsideBlocks) {
 }
 
 TEST(CudaMatmul, TF32Compute) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeScope scope(cuda::MatmulCompute::TF32);
     check_matmul(130, 200, 150, weight_cases()[0], cuda::MatmulCompute::TF32);
     check_matmul(67, 512, 200, weight_cases()[3], cuda::MatmulCompute::TF32);  // NF4 tiles in f32
 }
 
 TEST(CudaMatmul, SeveralWeightTiles) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     // 64 * 512 elements per tile: 64-row tiles, so out = 200 is tiles of 64, 64, 64 and 8 rows.
     for (cuda::MatmulCompute c : {cuda::MatmulCompute::F32, cuda::MatmulCompute::BF16}) {
         ComputeScope scope(c, 64 * 512);
@@ -516,32 +500,32 @@ void check_attention(const AttnShape& s, bool segments, uint64_t seed,
 }
 
 TEST(CudaAttention, GqaCausal) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     check_attention({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 31);
     check_attention({.B = 1, .T = 1, .NH = 2, .NKV = 1, .HD = 64}, false, 32);  // one token
     check_attention({.B = 1, .T = 200, .NH = 8, .NKV = 1, .HD = 128}, false, 33);
 }
 
 TEST(CudaAttention, PackedSegments) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     check_attention({.B = 2, .T = 150, .NH = 6, .NKV = 2, .HD = 64}, true, 41);
     check_attention({.B = 1, .T = 333, .NH = 4, .NKV = 4, .HD = 128}, true, 42);
 }
 
 TEST(CudaAttention, HeadDims) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     for (int HD : {8, 16, 32, 48, 80, 96, 256})
         check_attention({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = HD}, true, uint64_t(50 + HD));
 }
 
 TEST(CudaAttention, LongSequence) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     check_attention({.B = 1, .T = 1024, .NH = 8, .NKV = 2, .HD = 128}, true, 61);
 }
 
 // TF32 compute keeps the f32 kernels (f32 tolerances).
 TEST(CudaAttention, Tf32UsesF32Kernels) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     check_attention({.B = 1, .T = 70, .NH = 4, .NKV = 2, .HD = 64}, true, 71, cuda::MatmulCompute::TF32);
 }
 
@@ -549,7 +533,7 @@ TEST(CudaAttention, Tf32UsesF32Kernels) {
 // 333 end inside a tile, T = 1 is one partial tile, and T = 200 has causal diagonal tiles that
 // are neither full nor empty.
 TEST(CudaAttentionBf16, GqaCausal) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     const auto bf16 = cuda::MatmulCompute::BF16;
     check_attention({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 131, bf16);
     check_attention({.B = 1, .T = 1, .NH = 2, .NKV = 1, .HD = 64}, false, 132, bf16);  // one token
@@ -557,7 +541,7 @@ TEST(CudaAttentionBf16, GqaCausal) {
 }
 
 TEST(CudaAttentionBf16, PackedSegments) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     const auto bf16 = cuda::MatmulCompute::BF16;
     check_attention({.B = 2, .T = 150, .NH = 6, .NKV = 2, .HD = 64}, true, 141, bf16);
     check_attention({.B = 1, .T = 333, .NH = 4, .NKV = 4, .HD = 128}, true, 142, bf16);
@@ -567,14 +551,14 @@ TEST(CudaAttentionBf16, PackedSegments) {
 // of 4 (scalar global access), and 256 (beyond the tensor-core kernels: the f32 ones run, f32
 // tolerances).
 TEST(CudaAttentionBf16, HeadDims) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     for (int HD : {8, 16, 30, 48, 80, 96, 256})
         check_attention({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = HD}, true, uint64_t(150 + HD),
                         cuda::MatmulCompute::BF16);
 }
 
 TEST(CudaAttentionBf16, LongSequence) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     check_attention({.B = 1, .T = 1000, .NH = 8, .NKV = 2, .HD = 128}, true, 161, cuda::MatmulCompute::BF16);
 }
 
@@ -619,7 +603,7 @@ void check_cross_entropy(int64_t N, int64_t C, int64_t V, const WeightCase& wc, 
 }
 
 TEST(CudaCrossEntropy, IgnoredTargetsManyChunksF32) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     // 16 x 1000 logits per chunk: 16-row chunks, so ~70 active rows take 5 chunks.
     ComputeScope scope(cuda::MatmulCompute::F32, 0, 16 * 1000);
     check_cross_entropy(100, 64, 1000, weight_cases()[0], true, 0.3, cuda::MatmulCompute::F32, 71);
@@ -627,7 +611,7 @@ TEST(CudaCrossEntropy, IgnoredTargetsManyChunksF32) {
 }
 
 TEST(CudaCrossEntropy, FrozenHeadsAndBF16) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     for (cuda::MatmulCompute c : {cuda::MatmulCompute::F32, cuda::MatmulCompute::BF16}) {
         ComputeScope scope(c);
         for (const WeightCase& wc : weight_cases())
@@ -637,13 +621,13 @@ TEST(CudaCrossEntropy, FrozenHeadsAndBF16) {
 }
 
 TEST(CudaCrossEntropy, AllIgnored) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeScope scope(cuda::MatmulCompute::F32);
     check_cross_entropy(20, 32, 50, weight_cases()[0], true, 1.0, cuda::MatmulCompute::F32, 91);
 }
 
 TEST(CudaCrossEntropy, TargetOutsideVocabularyIsAnError) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     ComputeScope scope(cuda::MatmulCompute::F32);
     Dev dev;
     const int64_t N = 4, C = 32, V = 50;
@@ -687,7 +671,7 @@ void adamw_reference(float* p, const float* g, float* m, float* v, int64_t n, co
 // with -march=native), and where the two terms nearly cancel (or p nearly cancels its update)
 // that one rounding moves the element by many of its own ulps.
 TEST(CudaAdamW, MatchesCpuAdamW) {
-    REQUIRE_CUDA();
+    TUNER_REQUIRE_CUDA();
     for (double wd : {0.0, 0.1}) {
         SCOPED_TRACE(wd);
         Dev dev;

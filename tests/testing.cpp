@@ -55,6 +55,13 @@ Device test_device(std::string* why) {
     return Device::CUDA;
 }
 
+bool cuda_device(std::string* why) { return cuda::available(why); }
+
+bool cuda_device_required() {
+    const char* e = std::getenv("TUNER_REQUIRE_CUDA");
+    return e && std::string(e) == "1";
+}
+
 std::vector<float> host_f32(const Tensor& t) {
     std::vector<uint8_t> scratch;
     const void* p = tensor_to_host(t, scratch);

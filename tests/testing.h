@@ -37,6 +37,9 @@ std::string make_temp_dir(const std::string& prefix);
 // tests' f32 tolerances apply. Tests that call it must GTEST_SKIP when *why is set (CUDA wanted
 // but not available: the reason).
 Device test_device(std::string* why = nullptr);
+// cuda::available(why) (for TUNER_REQUIRE_CUDA), and whether TUNER_REQUIRE_CUDA=1 is set.
+bool cuda_device(std::string* why);
+bool cuda_device_required();
 // A tensor's values as f32 on the host (F32/BF16/F16 tensors on either device).
 std::vector<float> host_f32(const Tensor& t);
 // Runs a shell command, returns its exit status and captures stdout+stderr into *output.
@@ -142,6 +145,18 @@ std::string error_of(F&& f) {
 #define EXPECT_CONTAINS(haystack, needle)                                                         \
     EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                             \
         << "message: " << (haystack) << "\n  should contain: " << (needle)
+
+// Skips the test without a CUDA device (saying why), or fails it when TUNER_REQUIRE_CUDA=1 is
+// set (scripts/gpu-check.sh: on a GPU machine a missing device is an error). Top of a TEST only.
+#define TUNER_REQUIRE_CUDA()                                                                       \
+    do {                                                                                           \
+        std::string why_;                                                                          \
+        if (!::tuner::testing::cuda_device(&why_)) {                                               \
+            if (::tuner::testing::cuda_device_required())                                          \
+                FAIL() << "no CUDA device: " << why_ << " (TUNER_REQUIRE_CUDA=1)";                 \
+            GTEST_SKIP() << "no CUDA device: " << why_;                                            \
+        }                                                                                          \
+    } while (0)
 
 #define TUNER_REQUIRE_SHARED_DATA(dir_var)                                                      \
     std::string dir_var = ::tuner::testing::shared_data_dir();                                  \

@@ -8,43 +8,10 @@
 #include "cli/commands.h"
 #include "core/arena.h"
 #include "core/threads.h"
-#include "io/atomic_file.h"
-#include "io/tokenizer_files.h"
 #include "models/init_model.h"
 #include "models/presets.h"
-#include "tokenizer/byte_tokenizer_files.h"
 
 namespace tuner::cli {
-
-namespace {
-
-// config.json (+ tokenizer) only: the config-and-tokenizer half of init_model (models/init_model.cpp),
-// with the same vocab/bos/eos rules, and no model.safetensors.
-void write_config_only(ModelConfig config, const std::string& out_dir, const InitModelOptions& options) {
-    namespace fs = std::filesystem;
-    fs::create_directories(out_dir);
-    if (fs::exists(fs::path(out_dir) / "model.safetensors"))
-        fail("[init-model] {}: holds a model.safetensors; --config-only would leave it beside a config that may "
-             "not match (choose a new folder)", out_dir);
-    if (options.tokenizer_dir == "bytes") {
-        write_byte_tokenizer(out_dir);
-        config.vocab_size = kByteTokenizerVocab;
-        config.bos_token_id = 256;
-        config.eos_token_id = 257;
-    } else if (!options.tokenizer_dir.empty()) {
-        TokenizerFilesInfo tok = read_tokenizer_files_info(options.tokenizer_dir);
-        config.vocab_size = tok.vocab_size;
-        if (tok.bos_token_id >= 0) config.bos_token_id = tok.bos_token_id;
-        if (tok.eos_token_id >= 0) config.eos_token_id = tok.eos_token_id;
-        for (const auto& name : tok.files)
-            fs::copy_file(fs::path(options.tokenizer_dir) / name, fs::path(out_dir) / name,
-                          fs::copy_options::overwrite_existing);
-    }
-    config.torch_dtype = dtype_torch_name(options.dtype);
-    write_text_atomic((fs::path(out_dir) / "config.json").string(), config_to_json(config).dump(2) + "\n", "init-model");
-}
-
-}  // namespace
 
 Command add_init_model(CLI::App& app) {
     struct Opts {
@@ -71,8 +38,9 @@ Command add_init_model(CLI::App& app) {
                 opts.seed = o->seed;
                 opts.tokenizer_dir = o->tokenizer;
                 if (!dtype_from_user_name(o->dtype, &opts.dtype)) fail("[init-model] unknown --dtype '{}'", o->dtype);
+                opts.config_only = o->config_only;
                 if (o->config_only) {
-                    write_config_only(config, o->out_dir, opts);
+                    init_model(config, o->out_dir, opts);
                     ModelConfig written = load_config(o->out_dir + "/config.json");
                     std::printf("wrote %s/config.json: preset %s, %.1fM parameters, %s, vocab %lld (no weights: "
                                 "--config-only)\n",

@@ -17,6 +17,10 @@ void init_model(ModelConfig config, const std::string& out_dir, const InitModelO
     if (options.dtype != DType::F32 && options.dtype != DType::BF16 && options.dtype != DType::F16)
         fail("[init-model] --dtype must be f32, bf16 or f16");
     fs::create_directories(out_dir);
+    if (options.config_only && fs::exists(fs::path(out_dir) / "model.safetensors"))
+        fail("[init-model] {}: holds a model.safetensors; --config-only would leave it beside a config that may "
+             "not match (choose a new folder)",
+             out_dir);
     if (options.tokenizer_dir == "bytes") {
         // The project's own byte-level tokenizer (no files needed from anywhere).
         write_byte_tokenizer(out_dir);
@@ -33,6 +37,11 @@ void init_model(ModelConfig config, const std::string& out_dir, const InitModelO
                           fs::copy_options::overwrite_existing);
     }
     config.torch_dtype = dtype_torch_name(options.dtype);
+    if (options.config_only) {
+        write_text_atomic((fs::path(out_dir) / "config.json").string(), config_to_json(config).dump(2) + "\n",
+                          "init-model");
+        return;
+    }
 
     const auto specs = llama_tensor_specs(config);
     SafetensorsWriter writer((fs::path(out_dir) / "model.safetensors").string());

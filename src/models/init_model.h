@@ -15,6 +15,8 @@ struct InitModelOptions {
     DType dtype = DType::F32;    // F32 or BF16 (F16 also works)
     std::string tokenizer_dir;   // copy its tokenizer files and take vocab_size / bos / eos from it;
                                  // "bytes": write the project's own byte-level tokenizer
+    bool config_only = false;    // config.json (+ tokenizer) but no model.safetensors: what another
+                                 // framework needs to build the shape itself (llama-7b would be 27 GB)
 };
 
 // Initialisation as HF's LlamaPreTrainedModel._init_weights: linear and embedding weights
