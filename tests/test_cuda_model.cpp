@@ -513,3 +513,22 @@ TEST(CudaModel, CliTrainResumePerplexityOnCuda) {
     EXPECT_NEAR(pg, pc, 1e-2 * pc);
     fs::remove_all(dir);
 }
+
+// tuner bench on the GPU with a preset (random weights, no files): one JSON line with the step's
+// speed, the measured GEMM peak, the device and the GPU plan.
+TEST(CudaModel, CliBenchPresetOnCuda) {
+    TUNER_REQUIRE_CUDA();
+    std::string out;
+    const int rc = ::tuner::testing::run_command(
+        cuda_tuner_exe() + " bench tiny --device cuda --seq 32 --steps 1 --lora-r 8 --optimizer --peak-size 256 --json",
+        &out);
+    ASSERT_EQ(rc, 0) << out;
+    const size_t at = out.rfind("{\"tokens_per_s\"");
+    ASSERT_NE(at, std::string::npos) << out;
+    const nlohmann::json j = nlohmann::json::parse(out.substr(at));
+    EXPECT_GT(j.value("tokens_per_s", 0.0), 0.0);
+    EXPECT_GT(j.value("peak_gflops", 0.0), 0.0);
+    EXPECT_GT(j.value("gpu_plan_mb", 0.0), 0.0);
+    EXPECT_NE(j.value("device", std::string("cpu")), "cpu");
+    EXPECT_TRUE(std::isfinite(j.value("loss", NAN)));
+}

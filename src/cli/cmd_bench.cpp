@@ -89,9 +89,9 @@ double measure_gemm_peak_gflops() {
 }
 
 // The GPU's matmul peak through our own path (cuda::matmul_forward: cuBLASLt, operands in the
-// configured compute precision), best of 5 runs of an n^3 GEMM, in GFLOP/s.
-static double measure_cuda_gemm_peak_gflops() {
-    const int64_t n = 8192;
+// configured compute precision), best of 5 runs of an n^3 GEMM (8192: large enough to fill an
+// H100/H200), in GFLOP/s.
+static double measure_cuda_gemm_peak_gflops(int64_t n) {
     const DType wt = cuda::config().compute == cuda::MatmulCompute::BF16 ? DType::BF16 : DType::F32;
     const size_t x_bytes = size_t(n * n) * 4, w_bytes = size_t(n * n) * dtype_size(wt);
     cuda::DeviceArena mem("gemm peak", x_bytes * 2 + w_bytes + 4096);
@@ -128,6 +128,7 @@ Command add_bench(CLI::App& app) {
         int64_t lora_r = 0;
         std::string lora_targets = "all-linear", base_dtype = "f32";
         std::string device = "cpu", cuda_matmul = "bf16";
+        int64_t peak_size = 8192;
         double lora_alpha = 16.0, lora_dropout = 0.1;
     };
     auto o = std::make_shared<Opts>();
@@ -153,6 +154,7 @@ Command add_bench(CLI::App& app) {
     add_device_option(sub, &o->device);
     sub->add_option("--cuda-matmul", o->cuda_matmul, "CUDA matmul precision: bf16 (default), tf32, f32")
         ->check(CLI::IsMember({"bf16", "tf32", "f32"}));
+    sub->add_option("--peak-size", o->peak_size, "n of the n^3 GEMM that measures the GPU's matmul peak (default 8192)");
     return {sub, [o]() {
                 set_num_threads(o->threads);
                 const Device device = resolve_device(o->device, "bench");
@@ -286,9 +288,9 @@ Command add_bench(CLI::App& app) {
                 size_t gpu_free = 0, gpu_total = 0;
                 if (on_cuda) cuda::memory_info(&gpu_free, &gpu_total);
                 const double gpu_used_mb = double(gpu_total - gpu_free) / (1024.0 * 1024.0);
-                const double peak = on_cuda ? measure_cuda_gemm_peak_gflops() : measure_gemm_peak_gflops();
+                const double peak = on_cuda ? measure_cuda_gemm_peak_gflops(o->peak_size) : measure_gemm_peak_gflops();
                 const std::string peak_what =
-                    on_cuda ? fmt::format("CUDA {} GEMM peak (measured, 8192^3, cuBLASLt)", o->cuda_matmul)
+                    on_cuda ? fmt::format("CUDA {} GEMM peak (measured, {}^3, cuBLASLt)", o->cuda_matmul, o->peak_size)
                             : std::string("f32 GEMM peak (measured, 2048^3)");
                 const double plan_mb = double(model->memory_plan().total_bytes()) / (1024.0 * 1024.0);
                 const double scratch_mb = double(scratch_high_water()) / (1024.0 * 1024.0);
