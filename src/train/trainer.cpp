@@ -152,6 +152,15 @@ void check_plan_against_model(const TrainMemoryPlan& mem, const LlamaModel& mode
 }
 
 // Measured against planned, at the end of a run.
+// The progress line's memory: this process's RSS, and on CUDA the device memory in use (all of the
+// GPU's, as cudaMemGetInfo sees it: the CUDA context and other processes included).
+std::string memory_now(bool on_cuda) {
+    if (!on_cuda) return format_bytes(current_rss_bytes());
+    size_t free = 0, total = 0;
+    cuda::memory_info(&free, &total);
+    return fmt::format("{} (GPU {})", format_bytes(current_rss_bytes()), format_bytes(total - free));
+}
+
 void report_memory(const TrainMemoryPlan& mem) {
     const size_t peak = peak_rss_bytes();
     auto mib = [](size_t b) { return double(b) / double(1 << 20); };
@@ -388,7 +397,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
             "step {}/{} | loss {:.4f}{} | lr {:.3g} | grad {:.3g} | {:.0f} tok/s | {} < {} | mem {}", done,
             total_steps, loss, rec.contains("eval_loss") ? fmt::format(" (val {:.4f})", rec["eval_loss"].get<double>()) : "",
             lr, grad_norm, double(tokens_run) / elapsed, format_duration(elapsed), format_duration(eta),
-            format_bytes(current_rss_bytes()));
+            memory_now(on_cuda));
         if (tty) std::printf("\r\033[K%s%s", line.c_str(), last || rec.contains("eval_loss") ? "\n" : "");
         else if (done % std::max<int64_t>(1, s.log_every) == 0 || last) std::printf("%s\n", line.c_str());
         std::fflush(stdout);
