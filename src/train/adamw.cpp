@@ -79,9 +79,10 @@ void AdamW::step(double lr) {
 
 double grad_global_norm(const std::vector<Param*>& params) {
     double total = 0;
+    std::vector<std::pair<const float*, int64_t>> on_gpu;  // summed in one call (one synchronisation)
     for (const Param* p : params) {
         if (p->grad.device == Device::CUDA) {
-            total += cuda::sum_squares(p->grad.f32_on_device(), p->grad.numel());
+            on_gpu.emplace_back(p->grad.f32_on_device(), p->grad.numel());
             continue;
         }
         const float* g = p->grad.f32();
@@ -91,6 +92,7 @@ double grad_global_norm(const std::vector<Param*>& params) {
         for (int64_t i = 0; i < n; i++) s += double(g[i]) * double(g[i]);
         total += s;
     }
+    if (!on_gpu.empty()) total += cuda::sum_squares(on_gpu);
     return std::sqrt(total);
 }
 

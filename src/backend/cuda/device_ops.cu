@@ -140,18 +140,29 @@ void lora_dropout_backward_add(float* dx, const float* g, int64_t n, uint64_t ke
     CUDA_LAUNCH_CHECK("dropout_backward_add_kernel");
 }
 
-double sum_squares(const float* x, int64_t n) {
-    if (n <= 0) return 0.0;
-    // Allocated on the first call (before the first optimizer step), never in later steps.
-    static DeviceArena partials("sum_squares partials", kSumBlocks * sizeof(double));
-    static double* d_partial = static_cast<double*>(partials.alloc(kSumBlocks * sizeof(double), "partial"));
-    const int blocks = int(std::min<int64_t>(kSumBlocks, (n + kSumThreads - 1) / kSumThreads));
-    launch(sum_squares_kernel, unsigned(blocks), kSumThreads, 0, context("sum_squares").stream, d_partial, x, n);
-    CUDA_LAUNCH_CHECK("sum_squares_kernel");
-    std::vector<double> h(static_cast<size_t>(blocks));
+double sum_squares(const std::vector<std::pair<const float*, int64_t>>& tensors) {
+    if (tensors.empty()) return 0.0;
+    // kSumBlocks slots per tensor. Allocated on the first call (before the first optimizer
+    // step); later steps have as many tensors and reuse it.
+    static DeviceArena partials;
+    const size_t need = tensors.size() * kSumBlocks * sizeof(double);
+    if (partials.capacity() < need) partials = DeviceArena("sum_squares partials", need);
+    double* d_partial = static_cast<double*>(partials.base());
+    std::vector<int> blocks(tensors.size(), 0);
+    cudaStream_t stream = context("sum_squares").stream;
+    for (size_t t = 0; t < tensors.size(); t++) {
+        const int64_t n = tensors[t].second;
+        if (n <= 0) continue;
+        blocks[t] = int(std::min<int64_t>(kSumBlocks, (n + kSumThreads - 1) / kSumThreads));
+        launch(sum_squares_kernel, unsigned(blocks[t]), kSumThreads, 0, stream, d_partial + t * kSumBlocks,
+               tensors[t].first, n);
+        CUDA_LAUNCH_CHECK("sum_squares_kernel");
+    }
+    std::vector<double> h(tensors.size() * kSumBlocks);
     copy_to_host(h.data(), d_partial, h.size() * sizeof(double));
     double s = 0.0;
-    for (double v : h) s += v;
+    for (size_t t = 0; t < tensors.size(); t++)
+        for (int b = 0; b < blocks[t]; b++) s += h[t * kSumBlocks + size_t(b)];
     return s;
 }
 

@@ -12,7 +12,7 @@ void lora_dropout_forward(float*, const float*, int64_t, uint64_t, uint32_t, flo
 void lora_dropout_backward_add(float*, const float*, int64_t, uint64_t, uint32_t, float) {
     NO_CUDA("lora_dropout_backward_add");
 }
-double sum_squares(const float*, int64_t) { NO_CUDA("sum_squares"); }
+double sum_squares(const std::vector<std::pair<const float*, int64_t>>&) { NO_CUDA("sum_squares"); }
 void memory_info(size_t*, size_t*) { NO_CUDA("memory_info"); }
 size_t cublaslt_workspace_bytes() { return 0; }
 void decode_attention(float*, const float*, const float*, const float*, int, int, int, int, int) {
