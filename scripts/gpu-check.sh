@@ -17,6 +17,7 @@
 #   GPU_CHECK_ECOSYSTEM=0 scripts/gpu-check.sh  # skip the transformers + PEFT check
 #   GPU_CHECK_DATA=path/to/data             # the shared test data (default ../shared/data)
 #   PYTHON=python3.11 scripts/gpu-check.sh  # the Python with torch (CUDA), transformers, peft
+#   GPU_CHECK_SANITIZE=1 scripts/gpu-check.sh  # also compute-sanitizer memcheck + racecheck on the op tests
 #   GPU_CHECK_BUNDLE=gpu-bundle.tar.xz scripts/gpu-check.sh  # binaries built elsewhere (scripts/gpu-bundle.sh):
 #                                           # a GPU image without our build's Debian packages
 set -uo pipefail
@@ -127,6 +128,27 @@ TUNER_TEST_DEVICE=cuda run_tests test_golden_cuda "$BUILD/tests/test_golden"
 TUNER_TEST_DEVICE=cuda run_tests test_train_golden_cuda "$BUILD/tests/test_train_golden"
 # With a device present the stub test skips by design (the op tests cover the build).
 run_tests test_cuda_stubs "$BUILD/tests/test_cuda_stubs"
+
+# ---- compute-sanitizer (optional: GPU_CHECK_SANITIZE=1) --------------------------------------------
+# What the CPU emulator cannot see: races inside a block's shared memory across warps as the
+# hardware schedules them (racecheck) and out-of-bounds device accesses (memcheck), on the op tests.
+if [ "${GPU_CHECK_SANITIZE:-0}" = "1" ]; then
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    for tool in memcheck racecheck; do
+      say "compute-sanitizer --tool $tool (test_cuda_ops)"
+      if TUNER_REQUIRE_CUDA=1 timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+          "$BUILD/tests/test_cuda_ops" --gtest_color=no >"$LOG_DIR/sanitize-$tool.log" 2>&1; then
+        note "compute-sanitizer $tool: ok"
+      else
+        status=1
+        note "compute-sanitizer $tool: FAILED (log $LOG_DIR/sanitize-$tool.log)"
+        grep -E "=========|Failure" "$LOG_DIR/sanitize-$tool.log" | head -20
+      fi
+    done
+  else
+    note "compute-sanitizer: not found (skipped)"
+  fi
+fi
 
 # ---- benchmarks ----------------------------------------------------------------------------------
 bench_lines=()
