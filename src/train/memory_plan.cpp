@@ -250,7 +250,8 @@ std::string TrainMemoryPlan::sum_text() const {
     if (peak_phase == "load") {
         add("program and data", base);
         add("weights", weights);
-        add("gradients", model.role_bytes("grads"));
+        // On CUDA the gradients are device memory (allocated there directly).
+        if (request.device != Device::CUDA) add("gradients", model.role_bytes("grads"));
         add("mapped model files", model_files);
     } else if (peak_phase == "resume") {
         add("program and data", base);
