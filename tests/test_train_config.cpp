@@ -46,6 +46,27 @@ TEST(TrainConfig, DefaultsFollowTheReference) {
     EXPECT_DOUBLE_EQ(parse_train_config(full).train.lr, 2e-5);
 }
 
+// device: cuda changes one default: LoRA's frozen base is stored in bf16 (what bf16 matmuls read
+// anyway) unless base_dtype or cuda_matmul says otherwise; a --device override re-applies it.
+TEST(TrainConfig, DeviceDefaults) {
+    auto parse = [](const std::string& extra) {
+        return parse_train_config(config_parse(std::string(kMinimal) + extra, "train.yaml"));
+    };
+    EXPECT_EQ(parse("").device, "cpu");
+    EXPECT_EQ(parse("").base_dtype, "f32");
+    EXPECT_EQ(parse("device: cuda\n").base_dtype, "bf16");
+    EXPECT_EQ(parse("device: cuda\nbase_dtype: f32\n").base_dtype, "f32");
+    EXPECT_EQ(parse("device: cuda\ncuda_matmul: f32\n").base_dtype, "f32");
+    EXPECT_EQ(parse("device: cuda\nmethod: qlora\n").base_dtype, "nf4");
+    EXPECT_EQ(parse("device: cuda\nmethod: full\n").base_dtype, "f32");
+    TrainConfig c = parse("");
+    c.device = "cuda";  // as `tuner train --device cuda` does
+    apply_device_defaults(c);
+    EXPECT_EQ(c.base_dtype, "bf16");
+    EXPECT_CONTAINS(config_error(std::string(kMinimal) + "device: tpu\n"), "device");
+    EXPECT_CONTAINS(config_error(std::string(kMinimal) + "cuda_matmul: f32\n"), "cuda_matmul applies to device: cuda");
+}
+
 TEST(TrainConfig, SetOverrides) {
     ConfigFile f = config_parse(kMinimal, "train.yaml");
     config_apply_set(f, "train.lr=1e-3");

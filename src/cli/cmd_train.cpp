@@ -27,6 +27,7 @@ Command add_train(CLI::App& app) {
                 TrainConfig cfg = load_train_config(o->config, o->sets);
                 if (o->threads >= 0) cfg.threads = o->threads;
                 if (!o->device.empty()) cfg.device = o->device;
+                apply_device_defaults(cfg);
                 TrainOptions opts;
                 opts.resume = o->resume;
                 opts.dry_run = o->dry_run;

@@ -23,6 +23,13 @@ static std::vector<std::string> string_list(const ConfigView& v) {
     return out;
 }
 
+void apply_device_defaults(TrainConfig& c) {
+    // LoRA on the GPU with bf16 matmuls reads the frozen base as bf16 anyway: storing it in bf16
+    // loses nothing and halves its memory (25 -> 12.5 GiB for a 7B model).
+    if (c.device == "cuda" && c.method == "lora" && !c.base_dtype_given && c.cuda_matmul == "bf16")
+        c.base_dtype = "bf16";
+}
+
 TrainConfig parse_train_config(ConfigFile file) {
     TrainConfig c;
     c.file = std::move(file);
@@ -41,6 +48,7 @@ TrainConfig parse_train_config(ConfigFile file) {
         c.base_dtype = "nf4";
     } else {
         c.base_dtype = root.get_choice("base_dtype", "f32", {"f32", "bf16"});
+        c.base_dtype_given = root.has("base_dtype");
     }
     ConfigView quant = root.child("quant");
     if (quant.present()) {
@@ -52,6 +60,7 @@ TrainConfig parse_train_config(ConfigFile file) {
     c.device = root.get_choice("device", "cpu", {"cpu", "cuda"});
     c.cuda_matmul = root.get_choice("cuda_matmul", "bf16", {"bf16", "tf32", "f32"});
     if (root.has("cuda_matmul") && c.device != "cuda") root.child("cuda_matmul").fail("cuda_matmul applies to device: cuda");
+    apply_device_defaults(c);
     ConfigView data = root.child("data");
     if (!data.present() || !data.is_map()) root.fail("'data' is required: a mapping with at least 'train'");
 

@@ -46,7 +46,9 @@ struct TrainConfig {
     bool uses_lora() const { return method == "lora" || method == "qlora"; }
     std::string output_dir;
     std::string resume;      // "" | "auto" | a checkpoint folder
-    std::string base_dtype = "f32";  // storage of the frozen base with lora: f32 | bf16 (qlora: nf4)
+    std::string base_dtype = "f32";  // storage of the frozen base with lora: f32 | bf16 (qlora: nf4);
+                                     // default bf16 with device: cuda (apply_device_defaults)
+    bool base_dtype_given = false;   // the config said base_dtype
     bool double_quant = true;        // quant.double_quant (qlora): 8-bit double quantisation of the NF4 scales
     int threads = 0;
     // device: cpu | cuda (the model's arenas and every op on GPU 0). cuda_matmul: how the CUDA
@@ -71,5 +73,9 @@ struct TrainConfig {
 // The `data` section is only checked to be a mapping here.
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides);
 TrainConfig parse_train_config(ConfigFile file);
+// Defaults that depend on the device, applied by parse_train_config and again after a --device
+// override: with device: cuda, cuda_matmul: bf16 and no base_dtype given, LoRA stores its frozen
+// base in bf16 (what the matmuls read anyway).
+void apply_device_defaults(TrainConfig& config);
 
 }  // namespace tuner
