@@ -36,12 +36,14 @@ fi
 BUILD=${BUILD:-build-gpu}
 ARCH=${CUDA_ARCH:-90}
 JOBS=${JOBS:-$(nproc)}
-LOG_DIR="$BUILD/gpu-check"
+# GPU_CHECK_LOG_DIR=$OUT/gpu-check keeps the logs even if the whole command is stopped at a time limit.
+LOG_DIR=${GPU_CHECK_LOG_DIR:-"$BUILD/gpu-check"}
 status=0
 summary=()
 
 say() { printf '\n==== %s\n' "$*"; }
-note() { summary+=("$1"); }
+mkdir -p "$LOG_DIR" && : >"$LOG_DIR/summary.txt"
+note() { summary+=("$1"); echo "$1" >>"$LOG_DIR/summary.txt"; }  # the table, also as it grows
 
 if command -v nvidia-smi >/dev/null 2>&1; then
   say "device"
