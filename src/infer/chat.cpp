@@ -91,7 +91,6 @@ const char* chat_stop_name(ChatStop s) {
 
 ChatSession::ChatSession(LlamaModel& model, const Tokenizer& tok, const ChatOptions& options)
     : model_(model), tok_(tok), opt_(options), sampler_(options.sampling) {
-    if (model.options.device != Device::CPU) fail("[chat] chat decodes with a KV cache, which needs the model on the CPU");
     const int64_t max_pos = model.config.max_position_embeddings;
     if (opt_.context < 0) fail("[chat] the context length must be positive, got {}", opt_.context);
     if (opt_.context > max_pos)

@@ -7,11 +7,9 @@
 
 namespace tuner {
 
+// The KV cache lives on the model's device (CPU or CUDA), so decoding is incremental on both.
 NextTokenLogits::NextTokenLogits(LlamaModel& model, int max_T) : model_(model), max_T_(max_T) {
-    if (model.options.device == Device::CPU)
-        cache_ = new KVCache(model, max_T);
-    else
-        model.prepare(1, max_T, false);
+    cache_ = new KVCache(model, max_T);
 }
 
 NextTokenLogits::~NextTokenLogits() { delete cache_; }
@@ -22,15 +20,9 @@ void NextTokenLogits::reset() {
 
 void NextTokenLogits::compute(const std::vector<int32_t>& ids, float* logits) {
     TUNER_ASSERT(!ids.empty() && int(ids.size()) <= max_T_);
-    if (cache_) {
-        const int past = cache_->len();
-        TUNER_ASSERT_MSG(past < int(ids.size()), "ids must extend the previous sequence");
-        model_.decode_step(ids.data() + past, int(ids.size()) - past, *cache_, logits);
-        return;
-    }
-    Batch b;
-    b.B = 1, b.T = int(ids.size()), b.tokens = ids.data();
-    model_.last_logits(b, logits);
+    const int past = cache_->len();
+    TUNER_ASSERT_MSG(past < int(ids.size()), "ids must extend the previous sequence");
+    model_.decode_step(ids.data() + past, int(ids.size()) - past, *cache_, logits);
 }
 
 std::vector<int32_t> greedy_generate(LlamaModel& model, std::vector<int32_t> tokens, int max_new, int64_t eos) {

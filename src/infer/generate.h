@@ -12,13 +12,13 @@ class LlamaModel;
 class KVCache;
 
 // Greedy continuation of `prompt` by up to max_new tokens, stopping after `eos` (when >= 0) or
-// at max_position_embeddings. Returns only the new tokens. CPU models use a KV cache; others
-// re-run the whole forward per token (same tokens).
+// at max_position_embeddings. Returns only the new tokens. Decodes with a KV cache on the
+// model's device.
 std::vector<int32_t> greedy_generate(LlamaModel& model, std::vector<int32_t> prompt, int max_new, int64_t eos);
 
 // Next-token logits for a growing sequence: feeds the tokens of `ids` not yet seen (all of them
-// at the first call) and writes the logits (V) of the last one. With a KV cache (CPU) only the
-// new tokens run; otherwise the whole sequence is re-run (prepare'd for max_T).
+// at the first call) and writes the logits (V) of the last one. Only the new tokens run, against
+// a KV cache of max_T positions on the model's device.
 class NextTokenLogits {
   public:
     NextTokenLogits(LlamaModel& model, int max_T);
@@ -31,7 +31,7 @@ class NextTokenLogits {
   private:
     LlamaModel& model_;
     int max_T_;
-    KVCache* cache_ = nullptr;  // owned; null when the model is not on the CPU
+    KVCache* cache_ = nullptr;  // owned
 };
 
 }  // namespace tuner
