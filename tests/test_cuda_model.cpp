@@ -24,6 +24,7 @@
 #include <random>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_ops.h"
 #include "backend/kernels.h"
 #include "infer/generate.h"
 #include "models/gguf_export.h"
@@ -359,9 +360,23 @@ TEST(CudaModel, GpuMemoryPlanIsWhatTheModelAllocates) {
             r.base_dtype = o.weight_dtype = r.method == "qlora" ? DType::NF4 : DType::BF16;
         }
         const TrainMemoryPlan plan = plan_training_memory(r);
+        size_t free0 = 0, free1 = 0, total = 0;
+        cuda::memory_info(&free0, &total);
         auto m = LlamaModel::random(c, o, 1);
         m->prepare(r.B, r.T, true);
         AdamW opt(m->trainable_params(), {});
+        cuda::memory_info(&free1, &total);
+        // What the model and the optimizer took from the device: at least their planned arenas, at
+        // most the plan's peak less cuBLASLt and eval (the workspace is reserved once per process
+        // and only grows; each cudaMalloc rounds up to 256 bytes, and RoPE's table is a few KiB).
+        // Exact on the emulator, whose used memory is its live cudaMalloc bytes; on a GPU other
+        // work on the device could move free memory, so only the emulator checks it.
+#if defined(TUNER_CUDA_EMU)
+        const size_t took = free0 - free1;
+        const size_t arenas = plan.weights + plan.grads + plan.adapters + plan.optimizer + plan.activations;
+        EXPECT_GE(took, arenas) << method;
+        EXPECT_LE(took, plan.gpu_peak - plan.gpu_cublas - plan.gpu_eval + 64 * 1024) << method;
+#endif
         const LlamaModel::ArenaBytes a = m->arena_bytes();
         EXPECT_EQ(plan.weights, a.weights) << method;
         EXPECT_EQ(plan.grads, a.grads + a.adapter_grads) << method;

@@ -121,6 +121,7 @@ struct State {
     cudaError_t reported_error = cudaSuccess;
     // device allocations (base -> bytes), for copy direction checks
     std::map<uintptr_t, size_t> allocs;
+    size_t allocated = 0;  // bytes of the live cudaMalloc allocations (cudaMemGetInfo's "used")
 };
 
 State& S() {
@@ -730,6 +731,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
     }
     std::lock_guard<std::mutex> lock(S().mutex);
     S().allocs[reinterpret_cast<uintptr_t>(m)] = n;
+    S().allocated += n;
     *p = m;
     return cudaSuccess;
 }
@@ -740,6 +742,7 @@ cudaError_t cudaFree(void* p) {
         std::lock_guard<std::mutex> lock(S().mutex);
         auto it = S().allocs.find(reinterpret_cast<uintptr_t>(p));
         if (it == S().allocs.end()) return fail_with(cudaErrorInvalidValue, "cudaFree of a pointer cudaMalloc did not return");
+        S().allocated -= it->second;
         S().allocs.erase(it);
     }
     std::free(p);
@@ -758,10 +761,14 @@ cudaError_t cudaFreeHost(void* p) {
     return cudaSuccess;
 }
 
+// An emulated device of 80 GiB (an H100's) whose used memory is exactly the live cudaMalloc
+// allocations, so memory plans can be checked against what the code really allocates (no CUDA
+// context, no other processes). Allocations themselves are host memory and may exceed it.
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
-    const size_t page = size_t(sysconf(_SC_PAGESIZE));
-    *total_bytes = size_t(sysconf(_SC_PHYS_PAGES)) * page;
-    *free_bytes = size_t(sysconf(_SC_AVPHYS_PAGES)) * page;
+    const size_t total = size_t(80) << 30;
+    std::lock_guard<std::mutex> lock(S().mutex);
+    *total_bytes = total;
+    *free_bytes = S().allocated < total ? total - S().allocated : 0;
     return cudaSuccess;
 }
 
