@@ -106,12 +106,14 @@ for item in sys.argv[5:]:
     tt = tj["tokens_per_s"] if tj else None
     pt = pj["tokens_per_s"] if pj else None
     ratio = f"{tt / pt:.2f}x" if tt and pt else "-"
-    # tuner's peak device memory under whichever name its JSON uses; else its memory plan.
+    # tuner's device memory: its GPU arenas as planned and allocated (gpu_plan_mb: weights,
+    # adapters, gradients, optimizer, activations, workspace), the figure comparable to PyTorch's
+    # max_memory_allocated; gpu_used_mb (cudaMemGetInfo, CUDA context included) is in the JSON.
     tm = None
     if tj:
-        for k in ("peak_gpu_mib", "peak_gpu_mb", "peak_device_mb", "device_peak_mb", "plan_peak_mb", "plan_mb"):
+        for k in ("gpu_plan_mb", "peak_gpu_mib"):
             if k in tj:
-                tm = f"{tj[k]:.0f}" + ("" if k.startswith("peak") or k.startswith("device") else " (plan)")
+                tm = f"{tj[k]:.0f}"
                 break
     pm = f"{pj['peak_gpu_mib']:.0f}" if pj else "-"
     notes = []
