@@ -129,13 +129,17 @@ def main():
     t_load = time.perf_counter()
     tmp_dir = None
 
+    # transformers 4.56 renamed torch_dtype to dtype (5.x warns on the old name).
+    tf_version = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if tf_version >= (4, 56) else "torch_dtype"
+
     def build(attn_impl):
         # Built directly on the GPU (torch >= 2.0: torch.device as a context manager; no host copy,
         # fast init); older torch builds on the host and moves it.
         if hasattr(dev, "__enter__"):
             with dev:
-                return AutoModelForCausalLM.from_config(config, torch_dtype=weight_dtype, attn_implementation=attn_impl)
-        m = AutoModelForCausalLM.from_config(config, torch_dtype=weight_dtype, attn_implementation=attn_impl)
+                return AutoModelForCausalLM.from_config(config, attn_implementation=attn_impl, **{dtype_key: weight_dtype})
+        m = AutoModelForCausalLM.from_config(config, attn_implementation=attn_impl, **{dtype_key: weight_dtype})
         return m.to(dev)
 
     try:
@@ -158,8 +162,8 @@ def main():
             torch.cuda.empty_cache()
             q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=bf16)
-            model = AutoModelForCausalLM.from_pretrained(tmp_dir, quantization_config=q, torch_dtype=bf16,
-                                                         attn_implementation=attn, device_map={"": 0})
+            model = AutoModelForCausalLM.from_pretrained(tmp_dir, quantization_config=q, attn_implementation=attn,
+                                                         device_map={"": 0}, **{dtype_key: bf16})
             try:
                 model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.checkpointing,
                                                              gradient_checkpointing_kwargs={"use_reentrant": False})

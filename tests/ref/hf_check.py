@@ -210,11 +210,14 @@ class HfBackend:
         self._adapted = None
 
     def _load(self, folder):
+        # transformers 4.56 renamed torch_dtype to dtype (5.x warns on the old name).
+        major, minor = (int(x) for x in self.transformers.__version__.split(".")[:2])
+        dtype_kw = {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": torch.float32}
         # Eager attention: the plain softmax(QK^T)V, no fused kernel's own rounding.
         try:
-            m = self.Auto.from_pretrained(folder, torch_dtype=torch.float32, attn_implementation="eager")
+            m = self.Auto.from_pretrained(folder, attn_implementation="eager", **dtype_kw)
         except (TypeError, ValueError):
-            m = self.Auto.from_pretrained(folder, torch_dtype=torch.float32)
+            m = self.Auto.from_pretrained(folder, **dtype_kw)
         return m.to(self.device).eval()
 
     def _run(self, model):
