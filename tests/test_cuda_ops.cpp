@@ -281,18 +281,33 @@ TEST(CudaOps, RMSNormForwardBackward) {
         const auto dout = random_floats(size_t(N * C), 11), dw0 = random_floats(size_t(C), 12);
         std::vector<float> out(size_t(N * C)), rstd(static_cast<size_t>(N)), dx(size_t(N * C)), dw = dw0;
         cpu::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-6f);
-        cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, C);
+        cpu::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, C, false);
         float *xd = dev.up(x), *wd = dev.up(w), *doutd = dev.up(dout), *dwd = dev.up(dw0);
         float *od = dev.zeros<float>(size_t(N * C)), *rd = dev.zeros<float>(static_cast<size_t>(N)),
               *dxd = dev.zeros<float>(size_t(N * C));
         cuda::rmsnorm_forward(od, rd, xd, wd, N, C, 1e-6f);
         expect_near(Dev::down(od, out.size()), out, 1e-5, "rmsnorm out");
         expect_near(Dev::down(rd, rstd.size()), rstd, 1e-5, "rmsnorm rstd");
-        cuda::rmsnorm_backward(dxd, dwd, doutd, xd, wd, rd, N, C);  // dweight accumulates onto dw0
+        cuda::rmsnorm_backward(dxd, dwd, doutd, xd, wd, rd, N, C, false);  // dweight accumulates onto dw0
         expect_near(Dev::down(dxd, dx.size()), dx, 1e-5, "rmsnorm dx");
         expect_near(Dev::down(dwd, dw.size()), dw, 1e-5, "rmsnorm dweight (+=)");
-        cuda::rmsnorm_backward(dxd, nullptr, doutd, xd, wd, rd, N, C);  // frozen norm
+        cuda::rmsnorm_backward(dxd, nullptr, doutd, xd, wd, rd, N, C, false);  // frozen norm
         expect_near(Dev::down(dxd, dx.size()), dx, 1e-5, "rmsnorm dx (frozen weight)");
+        // accumulate_dx: dx += the norm's input gradient (dxd holds dx now: 2 dx).
+        cuda::rmsnorm_backward(dxd, nullptr, doutd, xd, wd, rd, N, C, true);
+        std::vector<float> twice = dx;
+        for (auto& v : twice) v *= 2.0f;
+        expect_near(Dev::down(dxd, dx.size()), twice, 1e-5, "rmsnorm dx accumulate");
+        // The residual add fused with the norm against the CPU's (x_sum aliasing a).
+        const auto b = random_floats(size_t(N * C), 13);
+        std::vector<float> sum(size_t(N * C)), out2(size_t(N * C)), rstd2(static_cast<size_t>(N));
+        cpu::add_rmsnorm_forward(sum.data(), out2.data(), rstd2.data(), x.data(), b.data(), w.data(), N, C, 1e-6f);
+        float* ad = dev.up(x);
+        float* bd = dev.up(b);
+        cuda::add_rmsnorm_forward(ad, od, rd, ad, bd, wd, N, C, 1e-6f);
+        EXPECT_EQ(Dev::down(ad, sum.size()), sum);  // one f32 add per element: exact
+        expect_near(Dev::down(od, out2.size()), out2, 1e-5, "add_rmsnorm out");
+        expect_near(Dev::down(rd, rstd2.size()), rstd2, 1e-5, "add_rmsnorm rstd");
     }
 }
 

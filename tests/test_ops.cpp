@@ -323,7 +323,7 @@ TEST(RMSNorm, ForwardBackward) {
         return dot(yy, Gd);
     };
     std::vector<float> dx(size_t(N * C), 5.0f), dw(size_t(C), 0.0f);
-    cpu::rmsnorm_backward(dx.data(), dw.data(), G.data(), x.data(), w.data(), rstd.data(), N, C);
+    cpu::rmsnorm_backward(dx.data(), dw.data(), G.data(), x.data(), w.data(), rstd.data(), N, C, false);
     // dx involves a length-C reduction and a cancellation (g - x_hat * mean): 1e-5 of max|dx|.
     check_grad("rmsnorm dx", xd, dx, loss, 1000, 1e-5, 34);
     check_grad("rmsnorm dweight", wd, dw, loss, 1000, 1e-5, 35);
@@ -331,13 +331,36 @@ TEST(RMSNorm, ForwardBackward) {
     // dweight accumulates; a null dweight (frozen norm) still gives dx.
     std::vector<float> dw0 = random_floats(size_t(C), 36), dwacc = dw0;
     std::vector<float> dx2(size_t(N * C));
-    cpu::rmsnorm_backward(dx2.data(), dwacc.data(), G.data(), x.data(), w.data(), rstd.data(), N, C);
+    cpu::rmsnorm_backward(dx2.data(), dwacc.data(), G.data(), x.data(), w.data(), rstd.data(), N, C, false);
     std::vector<double> want(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; c++) want[c] = double(dw0[c]) + dw[c];
     expect_close(dwacc, want, 1e-6, 1e-6, "rmsnorm dweight accumulate");
     std::vector<float> dx3(size_t(N * C));
-    cpu::rmsnorm_backward(dx3.data(), nullptr, G.data(), x.data(), w.data(), rstd.data(), N, C);
+    cpu::rmsnorm_backward(dx3.data(), nullptr, G.data(), x.data(), w.data(), rstd.data(), N, C, false);
     EXPECT_EQ(dx3, dx);
+
+    // accumulate_dx: dx4 = base + (the norm's input gradient), within a rounding of the sum.
+    const std::vector<float> base = random_floats(size_t(N * C), 37);
+    std::vector<float> dx4 = base;
+    cpu::rmsnorm_backward(dx4.data(), nullptr, G.data(), x.data(), w.data(), rstd.data(), N, C, true);
+    std::vector<double> sum(size_t(N * C));
+    for (size_t i = 0; i < sum.size(); i++) sum[i] = double(base[i]) + double(dx[i]);
+    expect_close(dx4, sum, 1e-6, 1e-6, "rmsnorm dx accumulate");
+
+    // The residual add fused with the norm: the same sum and the same norm, bit for bit.
+    const std::vector<float> a = random_floats(size_t(N * C), 38), b = random_floats(size_t(N * C), 39);
+    std::vector<float> s1(size_t(N * C)), y1(size_t(N * C)), r1(static_cast<size_t>(N));
+    std::vector<float> s2(size_t(N * C)), y2(size_t(N * C)), r2(static_cast<size_t>(N));
+    cpu::add_forward(s1.data(), a.data(), b.data(), N * C);
+    cpu::rmsnorm_forward(y1.data(), r1.data(), s1.data(), w.data(), N, C, eps);
+    cpu::add_rmsnorm_forward(s2.data(), y2.data(), r2.data(), a.data(), b.data(), w.data(), N, C, eps);
+    EXPECT_EQ(s2, s1);
+    EXPECT_EQ(y2, y1);
+    EXPECT_EQ(r2, r1);
+    std::vector<float> alias = a;  // x_sum may alias a
+    cpu::add_rmsnorm_forward(alias.data(), y2.data(), r2.data(), alias.data(), b.data(), w.data(), N, C, eps);
+    EXPECT_EQ(alias, s1);
+    EXPECT_EQ(y2, y1);
 }
 
 // =============================================================================================

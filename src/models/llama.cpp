@@ -56,7 +56,7 @@ struct LlamaModel::Acts {
     float* tmp;                     // (N, C) projection output before a residual add
     float* losses;                  // (N)
     // Backward scratch, shared by all layers (activation gradients overwrite):
-    float *dres, *dh, *dtmp;        // (N, C)
+    float *dres, *dh;               // (N, C)
     float *dq, *datt;               // (N, NH*HD)
     float *dk, *dv;                 // (N, NKV*HD)
     float *dgate, *dup, *dm;        // (N, F)
@@ -409,7 +409,7 @@ void LlamaModel::plan_activations(MemoryPlan& plan, const ModelConfig& c, int B,
     }
     if (o.device_batch) plan.add("activations", "batch tokens, targets, positions, segments (device)", N * 4, 4);
     if (training) {
-        plan.add("activation grads", "dres, dh, dtmp", N * C * f, 3);
+        plan.add("activation grads", "dres, dh", N * C * f, 2);
         plan.add("activation grads", "dq, datt", N * QD * f, 2);
         plan.add("activation grads", "dk, dv", N * KVD * f, 2);
         plan.add("activation grads", "dgate, dup, dm", N * F * f, 3);
@@ -505,7 +505,6 @@ void LlamaModel::prepare(int B, int T, bool training) {
     if (training) {
         a_->dres = acts_.alloc_f32(N * C);
         a_->dh = acts_.alloc_f32(N * C);
-        a_->dtmp = acts_.alloc_f32(N * C);
         a_->dq = acts_.alloc_f32(N * QD);
         a_->datt = acts_.alloc_f32(N * QD);
         a_->dk = acts_.alloc_f32(N * KVD);
@@ -620,9 +619,8 @@ void LlamaModel::forward_layer(int il, const Batch& batch, const float* x_in, fl
     OP(rope_forward)(la.k, pos, inv_freq(), N, NKV, HD);
     OP(attention_forward)(la.att, la.lse, la.q, la.k, la.v, batch.seg_start, shape);
     linear_forward(dev, a_->tmp, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
-    OP(add_forward)(la.x_mid, la.x_in, a_->tmp, N * C);
-    // MLP block
-    OP(rmsnorm_forward)(la.h2, la.rstd2, la.x_mid, W.mlp_norm.value.f32_on_device(), N, C, eps);
+    // MLP block: x_mid = x_in + attention, h2 = rmsnorm(x_mid), in one pass
+    OP(add_rmsnorm_forward)(la.x_mid, la.h2, la.rstd2, la.x_in, a_->tmp, W.mlp_norm.value.f32_on_device(), N, C, eps);
     linear_forward(dev, la.gate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
     linear_forward(dev, la.up, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
     OP(swiglu_forward)(la.m, la.gate, la.up, N * F);
@@ -822,8 +820,7 @@ void LlamaModel::decode_step(const int32_t* tokens, int n, KVCache& kv, float* l
             if (on_cuda()) cuda::decode_attention(kv.att, kv.q, K, V, nc, p0, NH, NKV, HD);
             else decode_attention(kv.att, kv.q, K, V, nc, p0, NH, NKV, HD, kv.scores, kv.max_T_);
             linear_forward(dev, kv.tmp, kv.att, lin(il, LoraModule::o_proj, W.o_proj, nullptr), nc);
-            OP(add_forward)(x, x, kv.tmp, nc * C);
-            OP(rmsnorm_forward)(kv.h, kv.rstd, x, W.mlp_norm.value.f32_on_device(), nc, C, eps);
+            OP(add_rmsnorm_forward)(x, kv.h, kv.rstd, x, kv.tmp, W.mlp_norm.value.f32_on_device(), nc, C, eps);
             linear_forward(dev, kv.gate, kv.h, lin(il, LoraModule::gate_proj, W.gate_proj, nullptr), nc);
             linear_forward(dev, kv.up, kv.h, lin(il, LoraModule::up_proj, W.up_proj, nullptr), nc);
             OP(swiglu_forward)(kv.m, kv.gate, kv.up, nc * F);
@@ -877,7 +874,7 @@ void LlamaModel::run_backward(const Batch& batch) {
 
     // final norm: dres = d(residual stream leaving the last layer)
     OP(rmsnorm_backward)(a.dres, static_cast<float*>(final_norm.grad.data), a.dh, a.x_out.back(),
-                         final_norm.value.f32_on_device(), a.rstdf, N, C);
+                         final_norm.value.f32_on_device(), a.rstdf, N, C, /*accumulate_dx=*/false);
     for (int il = int(c.num_layers) - 1; il >= 0; il--) {
         const LlamaLayer& W = layers[size_t(il)];
         // Checkpointing: the shared set still holds the last layer from the forward; every other
@@ -891,9 +888,9 @@ void LlamaModel::run_backward(const Batch& batch) {
         OP(swiglu_backward)(a.dgate, a.dup, a.dm, la.gate, la.up, N * F);
         linear_backward(dev, a.dh, false, a.dgate, la.h2, make_linear(il, LoraModule::gate_proj, W.gate_proj, nullptr), N);
         linear_backward(dev, a.dh, true, a.dup, la.h2, make_linear(il, LoraModule::up_proj, W.up_proj, nullptr), N);
-        OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.mlp_norm.grad.data), a.dh, la.x_mid,
-                             W.mlp_norm.value.f32_on_device(), la.rstd2, N, C);
-        OP(add_inplace)(a.dres, a.dtmp, N * C);
+        // dres += the norm's input gradient (the residual's two paths meet in one pass)
+        OP(rmsnorm_backward)(a.dres, static_cast<float*>(W.mlp_norm.grad.data), a.dh, la.x_mid,
+                             W.mlp_norm.value.f32_on_device(), la.rstd2, N, C, /*accumulate_dx=*/true);
         // attention block: x_mid = x_in + o_proj(att)
         linear_backward(dev, a.datt, false, a.dres, la.att, make_linear(il, LoraModule::o_proj, W.o_proj, nullptr), N);
         OP(attention_backward)(a.dq, a.dk, a.dv, a.datt, la.q, la.k, la.v, la.att, la.lse, batch.seg_start, shape);
@@ -908,9 +905,8 @@ void LlamaModel::run_backward(const Batch& batch) {
         linear_backward(dev, dh, true, a.dk, la.h1, make_linear(il, LoraModule::k_proj, W.k_proj, bias ? &W.k_bias : nullptr), N);
         linear_backward(dev, dh, true, a.dv, la.h1, make_linear(il, LoraModule::v_proj, W.v_proj, bias ? &W.v_bias : nullptr), N);
         if (!need_dx) break;
-        OP(rmsnorm_backward)(a.dtmp, static_cast<float*>(W.attn_norm.grad.data), a.dh, la.x_in,
-                             W.attn_norm.value.f32_on_device(), la.rstd1, N, C);
-        OP(add_inplace)(a.dres, a.dtmp, N * C);
+        OP(rmsnorm_backward)(a.dres, static_cast<float*>(W.attn_norm.grad.data), a.dh, la.x_in,
+                             W.attn_norm.value.f32_on_device(), la.rstd1, N, C, /*accumulate_dx=*/true);
     }
     if (embed_tokens.trainable())
         OP(embedding_backward)(static_cast<float*>(embed_tokens.grad.data), a.dres, batch.tokens, N, C);

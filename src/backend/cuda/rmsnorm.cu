@@ -16,11 +16,19 @@ namespace {
 constexpr int kRowThreads = 256;
 constexpr int kColWarps = 16;
 
-__global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, const float* weight, int64_t N,
-                                       int64_t C, float eps) {
+// With b (the fused residual add): x = a + b is written first, each thread writing the elements
+// it then reads back (the same c loop), so no barrier is needed and x may alias a.
+__global__ void rmsnorm_forward_kernel(float* out, float* rstd, float* x_sum, const float* x, const float* b,
+                                       const float* weight, int64_t N, int64_t C, float eps) {
     __shared__ float shared[32];
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         const float* xr = x + n * C;
+        if (b) {
+            float* sr = x_sum + n * C;
+            const float* br = b + n * C;
+            for (int64_t c = threadIdx.x; c < C; c += blockDim.x) sr[c] = __fadd_rn(xr[c], br[c]);
+            xr = sr;
+        }
         float ss = 0.0f;
         for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
         ss = block_sum(ss, shared);
@@ -33,7 +41,7 @@ __global__ void rmsnorm_forward_kernel(float* out, float* rstd, const float* x, 
 
 // With x_hat = x * rstd and g = weight * dout: dx = rstd * (g - x_hat * mean(g * x_hat)).
 __global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dout, const float* x, const float* weight,
-                                           const float* rstd, int64_t N, int64_t C) {
+                                           const float* rstd, int64_t N, int64_t C, bool accumulate) {
     __shared__ float shared[32];
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
         const float* xr = x + n * C;
@@ -43,7 +51,10 @@ __global__ void rmsnorm_backward_dx_kernel(float* dx, const float* dout, const f
         for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dot += weight[c] * dr[c] * (xr[c] * r);
         const float m = block_sum(dot, shared) / float(C);
         float* o = dx + n * C;
-        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = r * (weight[c] * dr[c] - (xr[c] * r) * m);
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+            const float v = r * (weight[c] * dr[c] - (xr[c] * r) * m);
+            o[c] = accumulate ? __fadd_rn(o[c], v) : v;
+        }
     }
 }
 
@@ -74,16 +85,27 @@ unsigned row_blocks(int64_t N) { return unsigned(N < 65535 ? N : 65535); }
 void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weight, int64_t N, int64_t C, float eps) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t stream = context("rmsnorm_forward").stream;
-    launch(rmsnorm_forward_kernel, row_blocks(N), kRowThreads, 0, stream, out, rstd, x, weight, N, C, eps);
+    launch(rmsnorm_forward_kernel, row_blocks(N), kRowThreads, 0, stream, out, rstd, static_cast<float*>(nullptr), x,
+           static_cast<const float*>(nullptr), weight, N, C, eps);
     CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
 }
 
-// dx (N, C) overwritten; dweight (C) += (skipped when null, a frozen norm).
+// x_sum = a + b, then the norm of x_sum (x_sum may alias a).
+void add_rmsnorm_forward(float* x_sum, float* out, float* rstd, const float* a, const float* b, const float* weight,
+                         int64_t N, int64_t C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    cudaStream_t stream = context("add_rmsnorm_forward").stream;
+    launch(rmsnorm_forward_kernel, row_blocks(N), kRowThreads, 0, stream, out, rstd, x_sum, a, b, weight, N, C, eps);
+    CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+}
+
+// dx (N, C) overwritten or added to; dweight (C) += (skipped when null, a frozen norm).
 void rmsnorm_backward(float* dx, float* dweight, const float* dout, const float* x, const float* weight,
-                      const float* rstd, int64_t N, int64_t C) {
+                      const float* rstd, int64_t N, int64_t C, bool accumulate_dx) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t stream = context("rmsnorm_backward").stream;
-    launch(rmsnorm_backward_dx_kernel, row_blocks(N), kRowThreads, 0, stream, dx, dout, x, weight, rstd, N, C);
+    launch(rmsnorm_backward_dx_kernel, row_blocks(N), kRowThreads, 0, stream, dx, dout, x, weight, rstd, N, C,
+           accumulate_dx);
     CUDA_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
     if (!dweight) return;
     const unsigned col_blocks = unsigned((C + 31) / 32);

@@ -20,7 +20,10 @@ void matmul_backward_weight(float*, float*, const float*, const float*, int64_t,
 void embedding_forward(float*, const int32_t*, const WeightView&, int64_t) { NO_CUDA("embedding_forward"); }
 void embedding_backward(float*, const float*, const int32_t*, int64_t, int64_t) { NO_CUDA("embedding_backward"); }
 void rmsnorm_forward(float*, float*, const float*, const float*, int64_t, int64_t, float) { NO_CUDA("rmsnorm_forward"); }
-void rmsnorm_backward(float*, float*, const float*, const float*, const float*, const float*, int64_t, int64_t) {
+void add_rmsnorm_forward(float*, float*, float*, const float*, const float*, const float*, int64_t, int64_t, float) {
+    NO_CUDA("add_rmsnorm_forward");
+}
+void rmsnorm_backward(float*, float*, const float*, const float*, const float*, const float*, int64_t, int64_t, bool) {
     NO_CUDA("rmsnorm_backward");
 }
 void rope_forward(float*, const int32_t*, const float*, int64_t, int, int) { NO_CUDA("rope_forward"); }
