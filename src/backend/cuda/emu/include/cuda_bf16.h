@@ -5,22 +5,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/dtype.h"
 #include "cuda_fp16.h"
 #include "cuda_runtime.h"
 
 namespace tuner::emu {
-inline float bf16_bits_to_f32(uint16_t h) {
-    const uint32_t bits = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
-inline uint16_t f32_to_bf16_bits(float f) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fffu;
-    return uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
+// core/dtype.h's conversions; a NaN becomes CUDA's canonical 0x7fff.
+inline float bf16_bits_to_f32(uint16_t h) { return tuner::bf16_to_f32(h); }
+inline uint16_t f32_to_bf16_bits(float f) { return f != f ? uint16_t(0x7fffu) : tuner::f32_to_bf16(f); }
 }  // namespace tuner::emu
 
 struct __nv_bfloat16 {
