@@ -161,9 +161,7 @@ Command add_bench(CLI::App& app) {
                 const bool on_cuda = device == Device::CUDA;
                 if (on_cuda) {
                     cuda::Config cc = cuda::config();
-                    cc.compute = o->cuda_matmul == "f32"    ? cuda::MatmulCompute::F32
-                                 : o->cuda_matmul == "tf32" ? cuda::MatmulCompute::TF32
-                                                            : cuda::MatmulCompute::BF16;
+                    cc.compute = cuda::matmul_compute_from_name(o->cuda_matmul);
                     cuda::set_config(cc);
                 }
                 const bool preset = !std::filesystem::exists(o->model) && is_preset_name(o->model);

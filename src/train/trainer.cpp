@@ -191,9 +191,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         else if (opt.dry_run) std::printf("device: cuda, but %s: planning only\n", why.c_str());
         else fail("[train] {}: device: cuda, but {}", cfg.file.file, why);
         cuda::Config cc = cuda::config();
-        cc.compute = cfg.cuda_matmul == "f32"    ? cuda::MatmulCompute::F32
-                     : cfg.cuda_matmul == "tf32" ? cuda::MatmulCompute::TF32
-                                                 : cuda::MatmulCompute::BF16;
+        cc.compute = cuda::matmul_compute_from_name(cfg.cuda_matmul);
         cuda::set_config(cc);
         std::printf("cuda matmuls: %s\n", cfg.cuda_matmul.c_str());
     }

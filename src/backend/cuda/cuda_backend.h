@@ -51,6 +51,11 @@ void synchronize();  // waits for every queued op; reports an asynchronous kerne
 // It also picks the attention kernels: BF16 runs the bf16 tensor-core flash attention (HD <= 128;
 // attention_tc.cuh), F32 and TF32 the f32 kernels of attention.cu.
 enum class MatmulCompute : uint8_t { F32, TF32, BF16 };
+// From the names the config (cuda_matmul) and the CLI (--cuda-matmul) use: "bf16", "tf32", "f32".
+// Anything else is BF16, the default (both callers validate the name first).
+inline MatmulCompute matmul_compute_from_name(const std::string& name) {
+    return name == "f32" ? MatmulCompute::F32 : name == "tf32" ? MatmulCompute::TF32 : MatmulCompute::BF16;
+}
 
 struct Config {
     MatmulCompute compute = MatmulCompute::BF16;
