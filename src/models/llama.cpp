@@ -585,12 +585,17 @@ double LlamaModel::sum_losses(int64_t n) {
     return sum;
 }
 
-size_t LlamaModel::cuda_workspace_bytes(int B, int T) {
-    const int64_t N = int64_t(B) * T;
+size_t LlamaModel::cuda_matmul_workspace_bytes(int64_t N) {
     size_t ws = 0;
     for (Param* p : params())
         if (p->value.ndim == 2) ws = std::max(ws, cuda::matmul_workspace_bytes(N, p->weight_view()));
     for (Param* p : adapter_params()) ws = std::max(ws, cuda::matmul_workspace_bytes(N, p->weight_view()));
+    return ws;
+}
+
+size_t LlamaModel::cuda_workspace_bytes(int B, int T) {
+    const int64_t N = int64_t(B) * T;
+    size_t ws = cuda_matmul_workspace_bytes(N);
     const ModelConfig& c = config;
     ws = std::max(ws, cuda::attention_workspace_bytes(AttnShape{B, T, int(c.num_heads), int(c.num_kv_heads),
                                                                 int(c.head_dim)}));
@@ -724,12 +729,8 @@ KVCache::KVCache(const LlamaModel& model, int max_T, int max_chunk) {
         tokens = static_cast<int32_t*>(arena_.alloc(n * sizeof(int32_t)));
         logits = arena_.alloc_f32(size_t(c.vocab_size));
         host_pos_.resize(n);
-        // The ops' scratch for chunks of up to max_chunk tokens (reserve only grows it).
-        auto& m = const_cast<LlamaModel&>(model);
-        size_t ws = 0;
-        for (Param* p : m.params())
-            if (p->value.ndim == 2) ws = std::max(ws, cuda::matmul_workspace_bytes(int64_t(n), p->weight_view()));
-        for (Param* p : m.adapter_params()) ws = std::max(ws, cuda::matmul_workspace_bytes(int64_t(n), p->weight_view()));
+        // The matmuls' scratch for chunks of up to max_chunk tokens (reserve only grows it).
+        const size_t ws = const_cast<LlamaModel&>(model).cuda_matmul_workspace_bytes(int64_t(n));
         cuda::reserve_workspace(std::max(ws, cuda::workspace_bytes()));
     }
 }

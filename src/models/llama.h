@@ -191,6 +191,9 @@ class LlamaModel {
     // CUDA: device scratch every op of a B x T step needs (the max over the ops, see
     // backend/cuda/cuda_backend.h); prepare reserves it.
     size_t cuda_workspace_bytes(int B, int T);
+    // The largest of it that the matmuls of N rows (base weights and adapters) need; decoding
+    // with a KV cache runs nothing else that takes workspace.
+    size_t cuda_matmul_workspace_bytes(int64_t N);
     // Capacities of the arenas actually allocated (for checking memory plans against reality;
     // on CUDA they are device memory).
     struct ArenaBytes {
