@@ -12,7 +12,7 @@ namespace tuner {
 namespace {
 struct Ops {
     Device device;
-    void matmul_forward(float* y, const float* x, const WeightView& w, const float* b, int64_t N, bool acc) const {
+    void matmul_forward(ActOut y, ActIn x, const WeightView& w, const float* b, int64_t N, bool acc) const {
         if (device == Device::CUDA) cuda::matmul_forward(y, x, w, b, N, acc);
         else cpu::matmul_forward(y, x, w, b, N, acc);
     }
@@ -20,7 +20,7 @@ struct Ops {
         if (device == Device::CUDA) cuda::matmul_backward_input(dx, dy, w, N, acc);
         else cpu::matmul_backward_input(dx, dy, w, N, acc);
     }
-    void matmul_backward_weight(float* dw, float* db, const float* dy, const float* x, int64_t N, int64_t out,
+    void matmul_backward_weight(float* dw, float* db, const float* dy, ActIn x, int64_t N, int64_t out,
                                 int64_t in) const {
         if (device == Device::CUDA) cuda::matmul_backward_weight(dw, db, dy, x, N, out, in);
         else cpu::matmul_backward_weight(dw, db, dy, x, N, out, in);
@@ -31,7 +31,7 @@ struct Ops {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
         for (int64_t i = 0; i < n; i++) x[i] *= s;
     }
-    void dropout_forward(float* out, const float* x, int64_t n, uint64_t key, float p) const {
+    void dropout_forward(ActOut out, ActIn x, int64_t n, uint64_t key, float p) const {
         if (device == Device::CUDA)
             cuda::lora_dropout_forward(out, x, n, key, lora_dropout_threshold(p), 1.0f / (1.0f - p));
         else lora_dropout_forward(out, x, n, key, p);
@@ -44,7 +44,7 @@ struct Ops {
 };
 }  // namespace
 
-void linear_forward(Device device, float* y, const float* x, const Linear& layer, int64_t N) {
+void linear_forward(Device device, ActOut y, ActIn x, const Linear& layer, int64_t N) {
     const Ops ops{device};
     WeightView w = layer.weight->weight_view();
     const float* bias = layer.bias ? static_cast<const float*>(layer.bias->value.data) : nullptr;
@@ -55,19 +55,20 @@ void linear_forward(Device device, float* y, const float* x, const Linear& layer
     const LoraCall& call = layer.lora_call;
     const int64_t in = w.cols, r = ad.r();
     TUNER_ASSERT(call.xa && ad.A.value.shape[1] == in && ad.B.value.shape[0] == w.rows);
-    const float* xin = x;
+    ActIn xin = x;
     if (call.dropout) {
         TUNER_ASSERT(call.xdrop);
-        ops.dropout_forward(call.xdrop, x, N * in, call.dropout_key, ad.dropout);
-        xin = call.xdrop;
+        const ActOut xdrop{call.xdrop, x.dtype};  // dropout(x) in x's dtype
+        ops.dropout_forward(xdrop, x, N * in, call.dropout_key, ad.dropout);
+        xin = xdrop;
     }
     ops.matmul_forward(call.xa, xin, ad.A.weight_view(), nullptr, N, false);  // (N, r)
     ops.scale_inplace(call.xa, N * r, ad.scale);
     ops.matmul_forward(y, call.xa, ad.B.weight_view(), nullptr, N, /*accumulate=*/true);
 }
 
-void linear_backward(Device device, float* dx, bool accumulate_dx, const float* dy, const float* x,
-                     const Linear& layer, int64_t N) {
+void linear_backward(Device device, float* dx, bool accumulate_dx, const float* dy, ActIn x, const Linear& layer,
+                     int64_t N) {
     const Ops ops{device};
     const Param& W = *layer.weight;
     WeightView w = W.weight_view();
@@ -89,11 +90,12 @@ void linear_backward(Device device, float* dx, bool accumulate_dx, const float* 
     ops.matmul_backward_input(call.dxa, dy, ad.B.weight_view(), N, false);
     ops.scale_inplace(call.dxa, N * r, ad.scale);
     // dA (r, in) += dxa^T dropout(x)
-    const float* xin = x;
+    ActIn xin = x;
     if (call.dropout) {
         TUNER_ASSERT(call.xdrop);
-        ops.dropout_forward(call.xdrop, x, N * in, call.dropout_key, ad.dropout);  // same key: same mask
-        xin = call.xdrop;
+        const ActOut xdrop{call.xdrop, x.dtype};
+        ops.dropout_forward(xdrop, x, N * in, call.dropout_key, ad.dropout);  // same key: same mask
+        xin = xdrop;
     }
     ops.matmul_backward_weight(static_cast<float*>(ad.A.grad.data), nullptr, call.dxa, xin, N, r, in);
     if (!dx) return;

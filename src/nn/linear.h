@@ -21,6 +21,7 @@
 
 #include <cstdint>
 
+#include "backend/kernels.h"
 #include "core/tensor.h"
 
 namespace tuner {
@@ -33,8 +34,8 @@ struct LoraAdapter;
 struct LoraCall {
     float* xa = nullptr;     // (N, r) saved for backward: scale * dropout(x) A^T
     float* dxa = nullptr;    // (N, r) backward scratch (activation gradient)
-    float* xdrop = nullptr;  // (N, in) scratch for dropout(x) and the masked input gradient; needed
-                             // only when `dropout` is set
+    float* xdrop = nullptr;  // (N, in) f32 scratch for dropout(x) (stored in x's dtype) and the
+                             // masked input gradient; needed only when `dropout` is set
     uint64_t dropout_key = 0;
     bool dropout = false;  // apply the adapter's dropout (training with p > 0)
 };
@@ -46,12 +47,15 @@ struct Linear {
     LoraCall lora_call;
 };
 
-// y (N, out) = x (N, in) W^T (+ b) (+ the adapter's term)
-void linear_forward(Device device, float* y, const float* x, const Linear& layer, int64_t N);
+// y (N, out) = x (N, in) W^T (+ b) (+ the adapter's term). x and y may be bf16 storage
+// (kernels.h ActIn / ActOut; the model's bf16 activations): the base product is rounded to
+// bf16 once, then the adapter's term is added and the sum rounded again, as a bf16 PEFT
+// model computes base_layer(x) + lora_B(lora_A(dropout(x))) * scale.
+void linear_forward(Device device, ActOut y, ActIn x, const Linear& layer, int64_t N);
 // dx (N, in) = or += dy W (+ the adapter's input gradient) (dx may be null when the input needs
 // no gradient); dW += dy^T x and db += sum dy when those parameters are trained; dA, dB += when
 // an adapter is attached.
-void linear_backward(Device device, float* dx, bool accumulate_dx, const float* dy, const float* x,
-                     const Linear& layer, int64_t N);
+void linear_backward(Device device, float* dx, bool accumulate_dx, const float* dy, ActIn x, const Linear& layer,
+                     int64_t N);
 
 }  // namespace tuner

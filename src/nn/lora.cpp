@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/act_f32.h"
 #include "core/error.h"
 #include "core/random.h"
 #include "nn/device_copy.h"
@@ -111,7 +112,11 @@ bool lora_dropout_keep(uint64_t key, int64_t i, float p) { return element_bits(k
 // Blocks of elements per thread; each block's loop is branch-free so it vectorises.
 static constexpr int64_t kDropoutBlock = 4096;
 
-void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, float p) {
+void lora_dropout_forward(ActOut out_act, ActIn x_act, int64_t n, uint64_t key, float p) {
+    const cpu::F32In x_f32(x_act, n);
+    cpu::F32Out out_f32(out_act, n);
+    float* out = out_f32.get();
+    const float* x = x_f32.get();
     const uint32_t thr = lora_dropout_threshold(p);
     const float s = 1.0f / (1.0f - p);
     const int64_t nblocks = (n + kDropoutBlock - 1) / kDropoutBlock;

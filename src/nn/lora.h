@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/kernels.h"
 #include "nn/param.h"
 
 namespace tuner {
@@ -93,8 +94,9 @@ uint32_t lora_dropout_threshold(float p);
 // Whether element i survives: 32 random bits per element (the high half of splitmix64(key + i)),
 // kept iff bits >= p * 2^32, so the keep probability is 1 - p to within 2^-32.
 bool lora_dropout_keep(uint64_t key, int64_t i, float p);
-// out (n) = x * keep / (1 - p). out may alias x.
-void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, float p);
+// out (n) = x * keep / (1 - p). out may alias x. out and x may be bf16 storage (the product is
+// formed in f32 and rounded on store, as the CUDA kernel does).
+void lora_dropout_forward(ActOut out, ActIn x, int64_t n, uint64_t key, float p);
 // dx (n) += g * keep / (1 - p): the input gradient through the same mask.
 void lora_dropout_backward_add(float* dx, const float* g, int64_t n, uint64_t key, float p);
 

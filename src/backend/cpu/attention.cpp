@@ -30,6 +30,7 @@
 #include <limits>
 
 #include "backend/cpu/simd.h"
+#include "backend/cpu/act_f32.h"
 #include "backend/kernels.h"
 #include "core/error.h"
 #include "core/scratch.h"
@@ -217,9 +218,14 @@ inline int key_lo(const int32_t* seg_start, int64_t row, int t) {
 
 // ---- forward --------------------------------------------------------------------------------
 
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* seg_start,
+void attention_forward(ActOut out_act, float* lse, ActIn q_act, ActIn k_act, ActIn v_act, const int32_t* seg_start,
                        const AttnShape& s) {
     if (s.B <= 0 || s.T <= 0) return;
+    const int64_t nq_elems = int64_t(s.B) * s.T * s.NH * s.HD, nkv_elems = int64_t(s.B) * s.T * s.NKV * s.HD;
+    const F32In q_f32(q_act, nq_elems), k_f32(k_act, nkv_elems), v_f32(v_act, nkv_elems);
+    F32Out out_f32(out_act, nq_elems);
+    float* out = out_f32.get();
+    const float *q = q_f32.get(), *k = k_f32.get(), *v = v_f32.get();
     const Geometry g = geometry(s);
     const int HD = g.HD;
     float* kt = scratch_f32(ScratchSlot::kWeightTile, size_t(g.B) * g.NKV * HD * g.Tp);
@@ -297,10 +303,12 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 // With P = exp(scale * Q K^T - lse) (masked entries 0), D_i = dout_i . out_i:
 //   dV = P^T dout,  dP = dout V^T,  dS = P * (dP - D),  dQ = scale dS K,  dK = scale dS^T Q.
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* out, const float* lse, const int32_t* seg_start,
-                        const AttnShape& s) {
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, ActIn q_act, ActIn k_act, ActIn v_act,
+                        ActIn out_act, const float* lse, const int32_t* seg_start, const AttnShape& s) {
     if (s.B <= 0 || s.T <= 0) return;
+    const int64_t nq_elems = int64_t(s.B) * s.T * s.NH * s.HD, nkv_elems = int64_t(s.B) * s.T * s.NKV * s.HD;
+    const F32In q_f32(q_act, nq_elems), k_f32(k_act, nkv_elems), v_f32(v_act, nkv_elems), out_f32(out_act, nq_elems);
+    const float *q = q_f32.get(), *k = k_f32.get(), *v = v_f32.get(), *out = out_f32.get();
     const Geometry g = geometry(s);
     const int HD = g.HD;
     const size_t panel = size_t(g.NKV) * HD * g.Tp;  // one batch row of transposed K or V

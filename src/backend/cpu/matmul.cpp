@@ -17,6 +17,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "backend/cpu/gemm.h"
+#include "backend/cpu/act_f32.h"
 #include "backend/kernels.h"
 #include "core/error.h"
 #include "core/scratch.h"
@@ -128,8 +129,12 @@ int64_t weight_tile_rows(int64_t cols) {
 }
 
 // y (N, out) = x (N, in) @ W^T (+ bias); W (out, in).
-void matmul_forward(float* y, const float* x, const WeightView& w, const float* bias, int64_t N, bool accumulate) {
+void matmul_forward(ActOut y_act, ActIn x_act, const WeightView& w, const float* bias, int64_t N, bool accumulate) {
     const int64_t out = w.rows, in = w.cols;
+    const F32In x_f32(x_act, N * in);
+    F32Out y_f32(y_act, N * out, /*read_old=*/accumulate);
+    float* y = y_f32.get();
+    const float* x = x_f32.get();
     if (w.dtype == DType::F32) {
         sgemm(false, true, N, out, in, x, in, static_cast<const float*>(w.data), in, y, out, accumulate, bias);
         return;
@@ -163,8 +168,9 @@ void matmul_backward_input(float* dx, const float* dy, const WeightView& w, int6
 }
 
 // dW (out, in) += dy^T (out, N) @ x (N, in); dbias (out) += column sums of dy (N, out).
-void matmul_backward_weight(float* dw, float* dbias, const float* dy, const float* x, int64_t N, int64_t out,
-                            int64_t in) {
+void matmul_backward_weight(float* dw, float* dbias, const float* dy, ActIn x_act, int64_t N, int64_t out, int64_t in) {
+    const F32In x_f32(x_act, N * in);
+    const float* x = x_f32.get();
     sgemm(true, false, out, in, N, dy, out, x, in, dw, in, /*accumulate=*/true);
     if (!dbias) return;
     // Column sums: each thread owns a block of columns and walks all rows (no race, fixed order).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/act_f32.h"
 #include "backend/kernels.h"
 
 namespace tuner::cpu {
@@ -23,14 +24,19 @@ static inline float rmsnorm_row(float* yr, const float* xr, const float* weight,
 }
 
 // x, out (N, C); weight (C); rstd (N) = 1 / sqrt(mean(x^2) + eps).
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weight, int64_t N, int64_t C, float eps) {
+void rmsnorm_forward(ActOut out_act, float* rstd, const float* x, const float* weight, int64_t N, int64_t C,
+                     float eps) {
+    F32Out out_f32(out_act, N * C);
+    float* out = out_f32.get();
 #pragma omp parallel for schedule(static) if (N * C > 32768)
     for (int64_t n = 0; n < N; n++) rstd[n] = rmsnorm_row(out + n * C, x + n * C, weight, C, eps);
 }
 
 // x_sum = a + b, then rmsnorm(x_sum): row by row, so the sum is still in cache for the norm.
-void add_rmsnorm_forward(float* x_sum, float* out, float* rstd, const float* a, const float* b, const float* weight,
-                         int64_t N, int64_t C, float eps) {
+void add_rmsnorm_forward(float* x_sum, ActOut out_act, float* rstd, const float* a, const float* b,
+                         const float* weight, int64_t N, int64_t C, float eps) {
+    F32Out out_f32(out_act, N * C);
+    float* out = out_f32.get();
 #pragma omp parallel for schedule(static) if (N * C > 32768)
     for (int64_t n = 0; n < N; n++) {
         float* sr = x_sum + n * C;

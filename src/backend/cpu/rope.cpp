@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "backend/cpu/act_f32.h"
 #include "backend/kernels.h"
 #include "core/scratch.h"
 
@@ -40,8 +41,9 @@ void rope_rotate(float* x, const int32_t* pos, const float* inv_freq, int64_t N,
 }  // namespace
 
 // x (N, H, HD) in place: x[i]' = x[i] cos - x[i+HD/2] sin, x[i+HD/2]' = x[i+HD/2] cos + x[i] sin.
-void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int H, int HD) {
-    rope_rotate(x, pos, inv_freq, N, H, HD, 1.0f);
+void rope_forward(ActOut x, const int32_t* pos, const float* inv_freq, int64_t N, int H, int HD) {
+    F32Out x_f32(x, N * H * HD, /*read_old=*/true);
+    rope_rotate(x_f32.get(), pos, inv_freq, N, H, HD, 1.0f);
 }
 
 // dx (N, H, HD) in place: the rotation is orthogonal, so its transpose is the rotation by -angle.

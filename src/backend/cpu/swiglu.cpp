@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "backend/cpu/simd.h"
+#include "backend/cpu/act_f32.h"
 #include "backend/kernels.h"
 
 namespace tuner::cpu {
@@ -16,7 +17,11 @@ constexpr int64_t kBlock = 4096;  // elements per OpenMP work item
 inline Vec sigmoid(Vec g) { return div(set1(1.0f), add(set1(1.0f), exp(sub(zero(), g)))); }
 }  // namespace
 
-void swiglu_forward(float* h, const float* gate, const float* up, int64_t n) {
+void swiglu_forward(ActOut h_act, ActIn gate_act, ActIn up_act, int64_t n) {
+    const F32In gate_f32(gate_act, n), up_f32(up_act, n);
+    F32Out h_f32(h_act, n);
+    float* h = h_f32.get();
+    const float *gate = gate_f32.get(), *up = up_f32.get();
     const int64_t nblocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n > 4 * kBlock)
     for (int64_t blk = 0; blk < nblocks; blk++) {
@@ -31,7 +36,9 @@ void swiglu_forward(float* h, const float* gate, const float* up, int64_t n) {
 
 // With s = sigmoid(g): d silu/dg = s * (1 + g * (1 - s)).
 //   dgate = dh * up * s * (1 + g (1 - s)),  dup = dh * g * s      (both overwritten)
-void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, int64_t n) {
+void swiglu_backward(float* dgate, float* dup, const float* dh, ActIn gate_act, ActIn up_act, int64_t n) {
+    const F32In gate_f32(gate_act, n), up_f32(up_act, n);
+    const float *gate = gate_f32.get(), *up = up_f32.get();
     const int64_t nblocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (n > 4 * kBlock)
     for (int64_t blk = 0; blk < nblocks; blk++) {
