@@ -262,6 +262,47 @@ TEST(CudaModel, LoraStepsMatchCpuOnEveryBase) {
     }
 }
 
+// bf16 activations (ModelOptions::activation_dtype) with bf16 matmuls, the CUDA default, against
+// the CPU storing the same activations in bf16 (act_f32.h: widen on load, round on store) over
+// the same bf16 base. They differ where the GPU's bf16 GEMMs also round the f32 operands (LoRA's
+// A and B, the f32 gradients) and by the order of sums, each about one bf16 rounding (2^-9) per
+// product: the first step's loss within 1e-2 and each gradient within 4e-2 of its max, then 5
+// steps within 2e-2 of the loss.
+TEST(CudaModel, Bf16ActivationsMatchCpuBf16Activations) {
+    TUNER_REQUIRE_CUDA();
+    ComputeMode bf16(cuda::MatmulCompute::BF16);
+    for (bool ckpt : {false, true}) {
+        const std::string what = fmt::format("bf16 activations, checkpointing {}", ckpt);
+        const ModelConfig c = tiny_config(true);
+        LoraConfig lc;
+        lc.r = 4, lc.lora_alpha = 8, lc.lora_dropout = 0.1, lc.seed = 9;
+        ModelOptions oc = options_for(Device::CPU, false, DType::BF16), og = options_for(Device::CUDA, false, DType::BF16);
+        oc.lora = lc, og.lora = lc;
+        oc.activation_dtype = og.activation_dtype = DType::BF16;
+        oc.gradient_checkpointing = og.gradient_checkpointing = ckpt;
+        auto cpu = LlamaModel::random(c, oc, 31);
+        auto gpu = LlamaModel::random(c, og, 31);
+        const int B = 2, T = 24;
+        cpu->prepare(B, T, true);
+        gpu->prepare(B, T, true);
+        AdamW ac(cpu->trainable_params(), {}), ag(gpu->trainable_params(), {});
+        for (int step = 0; step < 5; step++) {
+            const Tokens tk = make_tokens(B, T, c.vocab_size, 400 + uint64_t(step));
+            const Batch b = tk.batch(B, T, step % 2 == 1);
+            cpu->set_lora_dropout_counter(uint64_t(step));
+            gpu->set_lora_dropout_counter(uint64_t(step));
+            double gc = 0, gg = 0;
+            std::vector<std::vector<float>> grads_c, grads_g;
+            const bool first = step == 0;
+            const double l1 = train_step(*cpu, ac, b, &gc, first ? &grads_c : nullptr);
+            const double l2 = train_step(*gpu, ag, b, &gg, first ? &grads_g : nullptr);
+            EXPECT_NEAR(l2, l1, (first ? 1e-2 : 2e-2) * std::fabs(l1)) << what << ": loss, step " << step;
+            for (size_t i = 0; i < grads_c.size(); i++)
+                expect_close(grads_g[i], grads_c[i], 4e-2, what + ": first step's gradient of " + ac.params()[i]->name);
+        }
+    }
+}
+
 TEST(CudaModel, DecodingWithKvCacheMatchesCpu) {
     TUNER_REQUIRE_CUDA();
     ComputeMode f32(cuda::MatmulCompute::F32);
@@ -344,14 +385,16 @@ TEST(CudaModel, AdaptersAndCheckpointsMoveBetweenDevices) {
 
 TEST(CudaModel, GpuMemoryPlanIsWhatTheModelAllocates) {
     TUNER_REQUIRE_CUDA();
-    for (const char* method : {"full", "lora", "qlora"}) {
+    for (const char* method : {"full", "lora", "qlora", "lora bf16 activations"}) {
         const ModelConfig c = tiny_config(false);
         MemoryPlanRequest r;
         r.model = c;
-        r.method = method;
+        const bool bf16_acts = std::string(method) == "lora bf16 activations";
+        r.method = bf16_acts ? "lora" : method;
         r.device = Device::CUDA;
         r.B = 2, r.T = 16;
         ModelOptions o = options_for(Device::CUDA, r.method == "full");
+        if (bf16_acts) r.activation_dtype = o.activation_dtype = DType::BF16;
         if (r.method != "full") {
             LoraConfig lc;
             lc.r = 4;
@@ -391,8 +434,8 @@ TEST(CudaModel, GpuMemoryPlanIsWhatTheModelAllocates) {
     }
 }
 
-// The check: 5 training steps of stories260K on the GPU with bf16 matmuls and bf16
-// tensor-core attention (the defaults) agree with the CPU run (f32) within bf16 tolerance, for
+// The check: 5 training steps of stories260K on the GPU with bf16 matmuls, bf16
+// tensor-core attention and bf16 activations (the defaults) agree with the CPU run (f32) within bf16 tolerance, for
 // LoRA and full fine-tuning, at a learning rate where training is stable (1e-3: at 1e-2 full
 // fine-tuning of this model diverges and amplifies any rounding difference).
 TEST(CudaModel, Stories260KFiveStepsBf16MatchCpu) {
@@ -403,6 +446,8 @@ TEST(CudaModel, Stories260KFiveStepsBf16MatchCpu) {
     ComputeMode bf16(cuda::MatmulCompute::BF16);
     for (bool full : {false, true}) {
         ModelOptions oc = options_for(Device::CPU, full), og = options_for(Device::CUDA, full);
+        og.activation_dtype = default_activation_dtype(Device::CUDA);  // bf16, as tuner train runs it
+        ASSERT_EQ(og.activation_dtype, DType::BF16);
         if (!full) {
             LoraConfig lc;
             lc.r = 8, lc.lora_alpha = 16, lc.lora_dropout = 0.1, lc.seed = 1;

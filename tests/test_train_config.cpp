@@ -67,6 +67,36 @@ TEST(TrainConfig, DeviceDefaults) {
     EXPECT_CONTAINS(config_error(std::string(kMinimal) + "cuda_matmul: f32\n"), "cuda_matmul applies to device: cuda");
 }
 
+// activation_dtype: bf16 by default on CUDA with bf16 matmuls, f32 elsewhere; bf16 elsewhere is
+// refused with the key's location; --device cpu over a bf16 config falls back to f32.
+TEST(TrainConfig, ActivationDtype) {
+    auto parse = [](const std::string& extra) {
+        return parse_train_config(config_parse(std::string(kMinimal) + extra, "train.yaml"));
+    };
+    EXPECT_EQ(parse("").activation_dtype, "f32");
+    EXPECT_EQ(parse("device: cuda\n").activation_dtype, "bf16");
+    EXPECT_EQ(parse("device: cuda\nmethod: full\n").activation_dtype, "bf16");
+    EXPECT_EQ(parse("device: cuda\ncuda_matmul: tf32\n").activation_dtype, "f32");
+    EXPECT_EQ(parse("device: cuda\nactivation_dtype: f32\n").activation_dtype, "f32");
+    EXPECT_EQ(parse("device: cuda\nactivation_dtype: bf16\n").activation_dtype, "bf16");
+    const std::string cpu_err = config_error(std::string(kMinimal) + "activation_dtype: bf16\n");
+    EXPECT_CONTAINS(cpu_err, "activation_dtype: bf16 needs device: cuda with cuda_matmul: bf16");
+    EXPECT_CONTAINS(cpu_err, "train.yaml");
+    EXPECT_CONTAINS(config_error(std::string(kMinimal) + "device: cuda\ncuda_matmul: f32\nactivation_dtype: bf16\n"),
+                    "activation_dtype: bf16 needs");
+    EXPECT_CONTAINS(config_error(std::string(kMinimal) + "activation_dtype: f8\n"), "activation_dtype");
+    TrainConfig c = parse("device: cuda\nactivation_dtype: bf16\n");
+    c.device = "cpu";  // as `tuner train --device cpu` does
+    apply_device_defaults(c);
+    EXPECT_EQ(c.activation_dtype, "f32");
+    c = parse("");
+    c.device = "cuda";
+    apply_device_defaults(c);
+    EXPECT_EQ(c.activation_dtype, "bf16");
+    EXPECT_NE(parse("device: cuda\n").resolved_yaml().find("activation_dtype: bf16"), std::string::npos);
+    EXPECT_EQ(parse("").resolved_yaml().find("activation_dtype"), std::string::npos);
+}
+
 TEST(TrainConfig, SetOverrides) {
     ConfigFile f = config_parse(kMinimal, "train.yaml");
     config_apply_set(f, "train.lr=1e-3");

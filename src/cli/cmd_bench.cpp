@@ -167,6 +167,7 @@ Command add_bench(CLI::App& app) {
                 const bool preset = !std::filesystem::exists(o->model) && is_preset_name(o->model);
                 ModelOptions mo;
                 mo.device = device;
+                mo.activation_dtype = default_activation_dtype(device);
                 mo.trainable = true;
                 const bool lora = o->lora_r > 0;
                 if (lora) {
@@ -209,6 +210,7 @@ Command add_bench(CLI::App& app) {
                 req.threads = num_threads();
                 req.model_file_bytes = preset ? 0 : resident_model_file_bytes(o->model, req.model);
                 req.device = device;
+                req.activation_dtype = mo.activation_dtype;
                 req.base_rss = current_rss_bytes();
                 req.peak_rss_so_far = peak_rss_bytes();
                 TrainMemoryPlan mem = plan_training_memory(req);

@@ -341,6 +341,7 @@ std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir
     // On the GPU with bf16 matmuls the frozen weights are read as bf16 anyway: store them so
     // (half the memory); an adapter's recorded base storage (QLoRA: NF4) still wins below.
     if (device == Device::CUDA && cuda::config().compute == cuda::MatmulCompute::BF16) mo.weight_dtype = DType::BF16;
+    mo.activation_dtype = default_activation_dtype(device);
     if (!adapter_dir.empty()) use_adapter_base_storage(mo, adapter_dir);
     auto model = LlamaModel::load(model_dir, mo);
     if (!adapter_dir.empty()) load_peft_adapter(*model, adapter_dir);

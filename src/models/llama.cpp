@@ -28,21 +28,23 @@ namespace fs = std::filesystem;
 
 // ---- activations -------------------------------------------------------------------------
 // Saved for backward, per layer (N = B*T rows):
+// The residual stream (x_in, x_mid), rstd and lse are f32; the ActOut buffers are stored in
+// ModelOptions::activation_dtype (f32, or bf16 on CUDA with bf16 matmuls).
 struct LlamaModel::LayerActs {
     float* x_in;   // (N, C)  residual stream entering the layer (points at the previous output)
-    float* h1;     // (N, C)  rmsnorm(x_in)
+    ActOut h1;     // (N, C)  rmsnorm(x_in)
     float* rstd1;  // (N)
-    float* q;      // (N, NH*HD)  after RoPE
-    float* k;      // (N, NKV*HD) after RoPE
-    float* v;      // (N, NKV*HD)
-    float* att;    // (N, NH*HD)  attention output before o_proj
+    ActOut q;      // (N, NH*HD)  after RoPE
+    ActOut k;      // (N, NKV*HD) after RoPE
+    ActOut v;      // (N, NKV*HD)
+    ActOut att;    // (N, NH*HD)  attention output before o_proj
     float* lse;    // (B, NH, T)
     float* x_mid;  // (N, C)  residual after the attention block
-    float* h2;     // (N, C)  rmsnorm(x_mid)
+    ActOut h2;     // (N, C)  rmsnorm(x_mid)
     float* rstd2;  // (N)
-    float* gate;   // (N, F)
-    float* up;     // (N, F)
-    float* m;      // (N, F)  silu(gate) * up
+    ActOut gate;   // (N, F)
+    ActOut up;     // (N, F)
+    ActOut m;      // (N, F)  silu(gate) * up
     std::array<float*, kLoraModules> xa{};  // (N, r) per active adapter: scale * dropout(x) A^T
 };
 
@@ -64,6 +66,10 @@ struct LlamaModel::Acts {
     float* dxa = nullptr;    // (N, r) backward scratch
     float* xdrop = nullptr;  // (N, max in) dropout(x) scratch, only when training with dropout
 };
+
+DType default_activation_dtype(Device device) {
+    return device == Device::CUDA && cuda::config().compute == cuda::MatmulCompute::BF16 ? DType::BF16 : DType::F32;
+}
 
 LlamaModel::LlamaModel() = default;
 LlamaModel::~LlamaModel() = default;
@@ -379,12 +385,16 @@ void LlamaModel::plan_activations(MemoryPlan& plan, const ModelConfig& c, int B,
     const size_t L = size_t(c.num_layers);
     const size_t sets = training && !o.checkpointing ? L : 1;
     const size_t f = sizeof(float);
-    plan.add("activations", "layer h1, x_mid, h2", N * C * f, 3 * sets);
+    TUNER_ASSERT(o.activation_dtype == DType::F32 || o.activation_dtype == DType::BF16);
+    const size_t a = dtype_size(o.activation_dtype);  // the layer buffers below that may be bf16
+    const std::string in = o.activation_dtype == DType::BF16 ? " (bf16)" : "";
+    plan.add("activations", "layer h1, h2" + in, N * C * a, 2 * sets);
+    plan.add("activations", "layer x_mid", N * C * f, sets);
     plan.add("activations", "layer rstd1, rstd2", N * f, 2 * sets);
-    plan.add("activations", "layer q, att", N * QD * f, 2 * sets);
-    plan.add("activations", "layer k, v", N * KVD * f, 2 * sets);
+    plan.add("activations", "layer q, att" + in, N * QD * a, 2 * sets);
+    plan.add("activations", "layer k, v" + in, N * KVD * a, 2 * sets);
     plan.add("activations", "layer lse", size_t(B) * size_t(c.num_heads) * size_t(T) * f, sets);
-    plan.add("activations", "layer gate, up, m", N * F * f, 3 * sets);
+    plan.add("activations", "layer gate, up, m" + in, N * F * a, 3 * sets);
     // Training keeps every layer's output (= the next layer's input: the checkpoints when
     // checkpointing); inference alternates two buffers.
     plan.add("activations", "embedding out, residual out", N * C * f, 1 + (training ? L : 2));
@@ -423,7 +433,9 @@ LlamaModel::ArenaBytes LlamaModel::arena_bytes() const {
 
 void LlamaModel::prepare(int B, int T, bool training) {
     const bool checkpointing = training && options.gradient_checkpointing;
-    if (a_ && B <= max_B_ && T <= max_T_ && training == training_ && checkpointing == checkpointing_) return;
+    if (a_ && B <= max_B_ && T <= max_T_ && training == training_ && checkpointing == checkpointing_ &&
+        options.activation_dtype == prepared_activation_dtype_)
+        return;
     TUNER_ASSERT(B > 0 && T > 0);
     if (training && !options.trainable && !lora_)
         fail("[model] prepare: training needs trainable weights (full fine-tuning) or LoRA adapters");
@@ -446,6 +458,7 @@ void LlamaModel::prepare(int B, int T, bool training) {
     po.checkpointing = checkpointing;
     po.lora = lora_ ? &*lora_ : nullptr;
     po.device_batch = on_cuda();
+    po.activation_dtype = options.activation_dtype;
     plan_activations(plan, c, B, T, po);
     plan_ = std::move(plan);
     a_.reset();
@@ -466,20 +479,22 @@ void LlamaModel::prepare(int B, int T, bool training) {
     const bool lora_dropout = lora_ && lora_->lora_dropout > 0.0 && training;
     a_ = std::make_unique<Acts>();
     a_->layers.resize(sets);
+    const DType adt = options.activation_dtype;
+    auto alloc_act = [&](size_t n) { return ActOut{acts_.alloc(n * dtype_size(adt)), adt}; };
     for (auto& la : a_->layers) {
-        la.h1 = acts_.alloc_f32(N * C);
+        la.h1 = alloc_act(N * C);
         la.x_mid = acts_.alloc_f32(N * C);
-        la.h2 = acts_.alloc_f32(N * C);
+        la.h2 = alloc_act(N * C);
         la.rstd1 = acts_.alloc_f32(N);
         la.rstd2 = acts_.alloc_f32(N);
-        la.q = acts_.alloc_f32(N * QD);
-        la.att = acts_.alloc_f32(N * QD);
-        la.k = acts_.alloc_f32(N * KVD);
-        la.v = acts_.alloc_f32(N * KVD);
+        la.q = alloc_act(N * QD);
+        la.att = alloc_act(N * QD);
+        la.k = alloc_act(N * KVD);
+        la.v = alloc_act(N * KVD);
         la.lse = acts_.alloc_f32(size_t(B) * size_t(c.num_heads) * size_t(T));
-        la.gate = acts_.alloc_f32(N * F);
-        la.up = acts_.alloc_f32(N * F);
-        la.m = acts_.alloc_f32(N * F);
+        la.gate = alloc_act(N * F);
+        la.up = alloc_act(N * F);
+        la.m = alloc_act(N * F);
     }
     if (lora_) {
         float* shared_xa = training ? nullptr : acts_.alloc_f32(N * R);
@@ -532,6 +547,7 @@ void LlamaModel::prepare(int B, int T, bool training) {
     training_ = training;
     checkpointing_ = checkpointing;
     per_layer_acts_ = per_layer;
+    prepared_activation_dtype_ = options.activation_dtype;
 }
 
 // ---- forward --------------------------------------------------------------------------------

@@ -113,7 +113,19 @@ struct ModelOptions {
     // (the recomputation runs the same deterministic kernels on the same inputs, and LoRA dropout
     // masks are regenerated from the same keys). Read by prepare (changing it re-plans).
     bool gradient_checkpointing = false;
+    // Storage of the activations a step saves for backward: norm outputs, q/k/v, the attention
+    // output, gate/up and the SwiGLU output (kernels.h ActOut). F32, or BF16: half their memory,
+    // and bf16 GEMMs read them as stored (the CUDA default with bf16 matmuls; train_config's
+    // apply_device_defaults). The residual stream, rstd, lse, losses and every gradient stay
+    // f32. On the CPU, BF16 runs through act_f32.h's widening copies (for tests: slower, and
+    // it allocates per op). Read by prepare (changing it re-plans).
+    DType activation_dtype = DType::F32;
 };
+
+// The activation storage a model on `device` gets unless told otherwise: BF16 on CUDA when the
+// matmuls compute in bf16 (cuda::config(), the default there), F32 otherwise. Used by bench and
+// the inference commands; `tuner train` has the same rule in apply_device_defaults.
+DType default_activation_dtype(Device device);
 
 // What prepare() plans, besides the batch shape: see LlamaModel::plan_activations.
 struct ActivationPlanOptions {
@@ -121,6 +133,7 @@ struct ActivationPlanOptions {
     bool device_batch = false;         // CUDA: device copies of the batch's token arrays
     bool checkpointing = false;        // ModelOptions::gradient_checkpointing (training only)
     const LoraConfig* lora = nullptr;  // adapters (r, target_modules, lora_dropout), or null
+    DType activation_dtype = DType::F32;  // ModelOptions::activation_dtype
 };
 
 struct LlamaLayer {
@@ -291,6 +304,7 @@ class LlamaModel {
     bool training_ = false;
     bool checkpointing_ = false;   // prepared with gradient checkpointing (training only)
     bool per_layer_acts_ = false;  // training_ && !checkpointing_
+    DType prepared_activation_dtype_ = DType::F32;  // options.activation_dtype at the last prepare
     std::unique_ptr<SafetensorsModel> source_;  // kept open: frozen weights may point into it
 };
 

@@ -112,6 +112,7 @@ TrainMemoryPlan plan_training_memory(const MemoryPlanRequest& r) {
     ao.checkpointing = r.gradient_checkpointing;
     ao.lora = lora;
     ao.device_batch = r.device == Device::CUDA;
+    ao.activation_dtype = r.activation_dtype;
     LlamaModel::plan_activations(p.model, r.model, r.B, r.T, ao);
     MemoryPlan other;
     ao.checkpointing = !r.gradient_checkpointing;

@@ -85,6 +85,7 @@ struct MemoryPlanRequest {
     size_t resume_file_bytes = 0;    // checkpoint files (mapped while resuming; 0 = no resume)
     size_t base_rss = 0;             // measured RSS now (0: kProgramBytes)
     Device device = Device::CPU;     // CUDA: the model's arenas in GPU memory (gpu_* below)
+    DType activation_dtype = DType::F32;  // ModelOptions::activation_dtype
     size_t peak_rss_so_far = 0;      // VmHWM now (data preparation may have peaked higher)
 };
 

@@ -28,6 +28,11 @@ void apply_device_defaults(TrainConfig& c) {
     // loses nothing and halves its memory (25 -> 12.5 GiB for a 7B model).
     if (c.device == "cuda" && c.method == "lora" && !c.base_dtype_given && c.cuda_matmul == "bf16")
         c.base_dtype = "bf16";
+    // bf16 activations exist only with bf16 CUDA matmuls: the default there; elsewhere f32, also
+    // when --device cpu overrides a config that asked for bf16 (the parser refuses that
+    // combination inside one file).
+    const bool bf16_ok = c.device == "cuda" && c.cuda_matmul == "bf16";
+    if (!c.activation_dtype_given || !bf16_ok) c.activation_dtype = bf16_ok ? "bf16" : "f32";
 }
 
 TrainConfig parse_train_config(ConfigFile file) {
@@ -35,7 +40,7 @@ TrainConfig parse_train_config(ConfigFile file) {
     c.file = std::move(file);
     ConfigView root(c.file);
     root.check_keys({"model", "method", "output_dir", "resume", "base_dtype", "quant", "threads", "device",
-                     "cuda_matmul", "data", "lora", "train", "eval", "save"});
+                     "cuda_matmul", "activation_dtype", "data", "lora", "train", "eval", "save"});
     c.model = root.get_string("model", "");
     if (c.model.empty()) root.fail("'model' is required (a Hugging Face model folder)");
     c.method = root.get_choice("method", "lora", {"full", "lora", "qlora"});
@@ -60,6 +65,12 @@ TrainConfig parse_train_config(ConfigFile file) {
     c.device = root.get_choice("device", "cpu", {"cpu", "cuda"});
     c.cuda_matmul = root.get_choice("cuda_matmul", "bf16", {"bf16", "tf32", "f32"});
     if (root.has("cuda_matmul") && c.device != "cuda") root.child("cuda_matmul").fail("cuda_matmul applies to device: cuda");
+    c.activation_dtype = root.get_choice("activation_dtype", "f32", {"f32", "bf16"});
+    c.activation_dtype_given = root.has("activation_dtype");
+    if (c.activation_dtype == "bf16" && (c.device != "cuda" || c.cuda_matmul != "bf16"))
+        root.child("activation_dtype")
+            .fail("activation_dtype: bf16 needs device: cuda with cuda_matmul: bf16 (the CPU computes and stores "
+                  "activations in f32)");
     apply_device_defaults(c);
     ConfigView data = root.child("data");
     if (!data.present() || !data.is_map()) root.fail("'data' is required: a mapping with at least 'train'");
@@ -144,6 +155,7 @@ std::string TrainConfig::resolved_yaml() const {
     n["base_dtype"] = base_dtype;
     n["device"] = device;
     if (device == "cuda") n["cuda_matmul"] = cuda_matmul;
+    if (device == "cuda") n["activation_dtype"] = activation_dtype;
     if (method == "qlora") n["quant"]["double_quant"] = double_quant;
     if (uses_lora()) {
         n["lora"]["r"] = lora.r;

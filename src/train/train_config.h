@@ -56,6 +56,11 @@ struct TrainConfig {
     // accumulation; the default), tf32, or f32 (CUDA cores, the CPU's numbers up to order).
     std::string device = "cpu";
     std::string cuda_matmul = "bf16";
+    // activation_dtype: f32 | bf16, the storage of the activations saved for backward
+    // (ModelOptions::activation_dtype). bf16 needs device: cuda with cuda_matmul: bf16, and is
+    // then the default (apply_device_defaults).
+    std::string activation_dtype = "f32";
+    bool activation_dtype_given = false;
     LoraConfig lora;               // lora.* keys (seed: train.seed)
     std::string lora_init_adapter;  // lora.init_adapter: a PEFT adapter folder to start from
     TrainSettings train;
@@ -75,7 +80,8 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 TrainConfig parse_train_config(ConfigFile file);
 // Defaults that depend on the device, applied by parse_train_config and again after a --device
 // override: with device: cuda, cuda_matmul: bf16 and no base_dtype given, LoRA stores its frozen
-// base in bf16 (what the matmuls read anyway).
+// base in bf16 (what the matmuls read anyway); with no activation_dtype given, activations are
+// bf16 there (models/llama.h default_activation_dtype) and f32 elsewhere.
 void apply_device_defaults(TrainConfig& config);
 
 }  // namespace tuner

@@ -132,6 +132,7 @@ TrainMemoryPlan plan_run_memory(const TrainConfig& cfg, int B, int T, const std:
     r.base_rss = current_rss_bytes();
     r.peak_rss_so_far = peak_rss_bytes();
     r.device = cfg.device == "cuda" ? Device::CUDA : Device::CPU;
+    r.activation_dtype = cfg.activation_dtype == "bf16" ? DType::BF16 : DType::F32;
     return plan_training_memory(r);
 }
 
@@ -272,6 +273,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
     }
     mo.gradient_checkpointing = s.gradient_checkpointing;
     mo.device = on_cuda ? Device::CUDA : Device::CPU;
+    mo.activation_dtype = cfg.activation_dtype == "bf16" ? DType::BF16 : DType::F32;
     auto model = LlamaModel::load(cfg.model, mo);
     if (model->config.vocab_size < tok->vocab_size())
         fail("[train] {}: the tokenizer has {} tokens but the model's vocab_size is {}", cfg.model, tok->vocab_size(),
