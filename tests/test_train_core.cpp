@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -60,8 +61,8 @@ struct OwnedParams {
     }
 };
 
-// torch and we both compute in f32 with the same operation order; FMA contraction may differ
-// (ATen's vectorised add uses fmadd, GCC contracts a*b+c too), so allow a few ulp of each value,
+// torch and we both compute in f32 with the same operation order; torch may contract (ATen's
+// vectorised add uses fmadd; adamw.cpp is compiled without contraction), so allow a few ulp of each value,
 // plus a few ulp of the tensor's largest value for elements where b1*m and (1-b1)*g cancel.
 static void expect_close(const std::vector<float>& got, const json& want, const std::string& what) {
     ASSERT_EQ(got.size(), want.size()) << what;
@@ -97,6 +98,59 @@ TEST(AdamW, MatchesTorch) {
             }
         }
         EXPECT_EQ(opt.steps_taken(), int64_t(c["steps"].size()));
+    }
+}
+
+// One f32 operation rounded once, whatever the compiler's contraction settings: not inlined,
+// so a multiply and the add of its product cannot fuse into one FMA.
+[[gnu::noinline]] static float mul_rn(float a, float b) { return a * b; }
+[[gnu::noinline]] static float add_rn(float a, float b) { return a + b; }
+[[gnu::noinline]] static float div_rn(float a, float b) { return a / b; }
+[[gnu::noinline]] static float sqrt_rn(float a) { return std::sqrt(a); }
+
+// train/adamw.cpp is compiled without FMA contraction, so every element equals torch's order of
+// separately rounded f32 operations bit for bit (the CUDA kernel's explicitly rounded intrinsics
+// give the same bits; test_cuda_ops compares the two). Many elements where b1*m and (1-b1)*g
+// nearly cancel, where one FMA would move the result by many ulps.
+TEST(AdamW, EveryOperationRoundedSeparately) {
+    for (double wd : {0.0, 0.1}) {
+        const int64_t n = 100003;
+        const size_t un = static_cast<size_t>(n);
+        std::vector<float> p(un), g(un), pr, mr(un, 0.0f), vr(un, 0.0f);
+        uint64_t state = 12345;
+        auto next = [&] {  // uniform in [-1, 1)
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            return float(int64_t(state >> 40) - (int64_t(1) << 23)) / float(int64_t(1) << 23);
+        };
+        for (float& x : p) x = next();
+        pr = p;
+        Param param;
+        param.name = "w";
+        param.value = Tensor::view(p.data(), DType::F32, {n});
+        param.grad = Tensor::view(g.data(), DType::F32, {n});
+        AdamWConfig cfg;
+        cfg.lr = 1e-3, cfg.beta1 = 0.9, cfg.beta2 = 0.95, cfg.eps = 1e-8, cfg.weight_decay = wd;
+        AdamW opt({&param}, cfg);
+        for (int t = 1; t <= 3; t++) {
+            // Step 2 repeats step 1's gradient negated in half the elements: m nearly cancels there.
+            for (int64_t i = 0; i < n; i++) g[size_t(i)] = t == 2 && i % 2 ? -g[size_t(i)] * 0.11f : next() * float(t);
+            const double lr = cfg.lr * t;
+            opt.step(lr);
+            const float decay = float(1.0 - lr * wd), b1 = 0.9f, omb1 = float(1.0 - 0.9), b2 = 0.95f,
+                        omb2 = float(1.0 - 0.95);
+            const float nss = float(-(lr / (1.0 - std::pow(0.9, t))));
+            const float bc2 = float(std::sqrt(1.0 - std::pow(0.95, t))), eps = 1e-8f;
+            for (size_t i = 0; i < size_t(n); i++) {
+                const float pi = wd != 0.0 ? mul_rn(pr[i], decay) : pr[i];
+                mr[i] = add_rn(mul_rn(mr[i], b1), mul_rn(g[i], omb1));
+                vr[i] = add_rn(mul_rn(vr[i], b2), mul_rn(mul_rn(g[i], g[i]), omb2));
+                const float denom = add_rn(div_rn(sqrt_rn(vr[i]), bc2), eps);
+                pr[i] = add_rn(pi, div_rn(mul_rn(nss, mr[i]), denom));
+            }
+        }
+        EXPECT_EQ(0, std::memcmp(p.data(), pr.data(), p.size() * 4)) << "params, weight decay " << wd;
+        EXPECT_EQ(0, std::memcmp(opt.exp_avg(0), mr.data(), mr.size() * 4)) << "exp_avg, weight decay " << wd;
+        EXPECT_EQ(0, std::memcmp(opt.exp_avg_sq(0), vr.data(), vr.size() * 4)) << "exp_avg_sq, weight decay " << wd;
     }
 }
 
