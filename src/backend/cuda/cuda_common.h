@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "backend/cuda/cuda_backend.h"
@@ -108,6 +109,34 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, cuda
 #define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
 #endif
 
+// ---- activations: f32 or bf16 storage (kernels.h ActIn / ActOut) ---------------------------------
+// Kernels that read or write an activation are templated on its element type E (float or
+// __nv_bfloat16) and go through load_f32 / store_f32: a bf16 element is widened exactly on load
+// and an f32 result rounded to nearest even on store (the CPU reference's act_f32.h rounding
+// points); the float instantiation is the plain f32 code, so f32 results are unchanged bit for bit.
+// The host side picks the instantiation with with_in / with_out (each activation argument
+// independently).
+//   with_out(h, [&](auto* hp) { with_in(x, [&](const auto* xp) {
+//       launch(k<elem_t<decltype(hp)>, elem_t<decltype(xp)>>, grid, 256, 0, stream, hp, xp, n); }); });
+template <typename P>
+using elem_t = std::remove_const_t<std::remove_pointer_t<P>>;
+
+// Throws "[cuda] OP: activations are f32 or bf16, got f16" for any other dtype.
+void check_act_dtype(DType t, const char* op);
+
+template <typename F>
+void with_in(ActIn a, const char* op, F&& f) {
+    check_act_dtype(a.dtype, op);
+    if (a.bf16()) f(static_cast<const __nv_bfloat16*>(a.data));
+    else f(static_cast<const float*>(a.data));
+}
+template <typename F>
+void with_out(ActOut a, const char* op, F&& f) {
+    check_act_dtype(a.dtype, op);
+    if (a.bf16()) f(static_cast<__nv_bfloat16*>(a.data));
+    else f(static_cast<float*>(a.data));
+}
+
 inline unsigned grid_for(int64_t n, int threads) {
     const int64_t blocks = (n + threads - 1) / threads;
     // Grid-stride loops cover the rest: 64k blocks keep every SM busy.
@@ -145,6 +174,11 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
     float t = lane < nwarps ? shared[lane] : -INFINITY;
     return warp_max(t);
 }
+
+__device__ __forceinline__ float load_f32(const float* p) { return *p; }
+__device__ __forceinline__ float load_f32(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void store_f32(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_f32(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 #endif
 
 }  // namespace tuner::cuda

@@ -93,6 +93,10 @@ void cuda_fail(const char* call, const char* file, int line, const char* what) {
     fail("[cuda] {}:{}: {}: {}", rel ? rel : file, line, call, what);
 }
 
+void check_act_dtype(DType t, const char* op) {
+    if (t != DType::F32 && t != DType::BF16) fail("[cuda] {}: activations are f32 or bf16, got {}", op, dtype_name(t));
+}
+
 // ---- device ---------------------------------------------------------------------------------------
 
 bool available(std::string* why) {
