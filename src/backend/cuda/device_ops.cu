@@ -27,10 +27,12 @@ __global__ void scale_kernel(float* x, int64_t n, float s) {
         x[i] = __fmul_rn(x[i], s);
 }
 
-__global__ void dropout_forward_kernel(float* out, const float* x, int64_t n, uint64_t key, uint32_t threshold,
+// out and x: float or __nv_bfloat16 each (the product in f32, rounded on store).
+template <typename TOut, typename TIn>
+__global__ void dropout_forward_kernel(TOut* out, const TIn* x, int64_t n, uint64_t key, uint32_t threshold,
                                        float keep_scale) {
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        out[i] = dropout_keep(key, i, threshold) ? __fmul_rn(x[i], keep_scale) : 0.0f;
+        store_f32(out + i, dropout_keep(key, i, threshold) ? __fmul_rn(load_f32(x + i), keep_scale) : 0.0f);
 }
 
 __global__ void dropout_backward_add_kernel(float* dx, const float* g, int64_t n, uint64_t key, uint32_t threshold,
@@ -125,11 +127,17 @@ void scale_inplace(float* x, int64_t n, float s) {
     CUDA_LAUNCH_CHECK("scale_kernel");
 }
 
-void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, uint32_t threshold, float keep_scale) {
+void lora_dropout_forward(ActOut out, ActIn x, int64_t n, uint64_t key, uint32_t threshold, float keep_scale) {
     if (n <= 0) return;
-    launch(dropout_forward_kernel, grid_for(n, 256), 256, 0, context("lora_dropout_forward").stream, out, x, n, key,
-           threshold, keep_scale);
-    CUDA_LAUNCH_CHECK("dropout_forward_kernel");
+    const char* op = "lora_dropout_forward";
+    cudaStream_t stream = context(op).stream;
+    with_out(out, op, [&](auto* o) {
+        with_in(x, op, [&](const auto* xp) {
+            launch(dropout_forward_kernel<elem_t<decltype(o)>, elem_t<decltype(xp)>>, grid_for(n, 256), 256, 0, stream,
+                   o, xp, n, key, threshold, keep_scale);
+            CUDA_LAUNCH_CHECK("dropout_forward_kernel");
+        });
+    });
 }
 
 void lora_dropout_backward_add(float* dx, const float* g, int64_t n, uint64_t key, uint32_t threshold,

@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "backend/kernels.h"
+
 namespace tuner::cuda {
 
 // x[i] *= s
@@ -29,7 +31,9 @@ void scale_inplace(float* x, int64_t n, float s);
 // multiplied by keep_scale = 1 / (1 - p).
 //   forward:       out[i] = keep ? x[i] * keep_scale : 0
 //   backward_add:  dx[i] += keep ? g[i] * keep_scale : 0
-void lora_dropout_forward(float* out, const float* x, int64_t n, uint64_t key, uint32_t threshold, float keep_scale);
+// out and x may be bf16 storage (kernels.h ActOut / ActIn): the product is formed in f32 and
+// rounded on store.
+void lora_dropout_forward(ActOut out, ActIn x, int64_t n, uint64_t key, uint32_t threshold, float keep_scale);
 void lora_dropout_backward_add(float* dx, const float* g, int64_t n, uint64_t key, uint32_t threshold,
                                float keep_scale);
 

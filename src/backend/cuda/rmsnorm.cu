@@ -1,5 +1,6 @@
 // RMSNorm (Llama): out = weight * (x / sqrt(mean(x^2) + eps)), f32 throughout like Hugging
-// Face's LlamaRMSNorm. x, out (N, C); weight (C); rstd (N).
+// Face's LlamaRMSNorm. x, out (N, C); weight (C); rstd (N). out may be bf16 storage (kernels.h
+// ActOut): the same f32 value, rounded to nearest even on store.
 //
 // Forward and the dx part of the backward: one block of 256 threads per row (C is 576..8192
 // for the models we train: a warp per row would leave most of the GPU idle at small N and
@@ -18,7 +19,8 @@ constexpr int kColWarps = 16;
 
 // With b (the fused residual add): x = a + b is written first, each thread writing the elements
 // it then reads back (the same c loop), so no barrier is needed and x may alias a.
-__global__ void rmsnorm_forward_kernel(float* out, float* rstd, float* x_sum, const float* x, const float* b,
+template <typename TOut>
+__global__ void rmsnorm_forward_kernel(TOut* out, float* rstd, float* x_sum, const float* x, const float* b,
                                        const float* weight, int64_t N, int64_t C, float eps) {
     __shared__ float shared[32];
     for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
@@ -34,8 +36,8 @@ __global__ void rmsnorm_forward_kernel(float* out, float* rstd, float* x_sum, co
         ss = block_sum(ss, shared);
         const float r = 1.0f / sqrtf(ss / float(C) + eps);
         if (threadIdx.x == 0) rstd[n] = r;
-        float* yr = out + n * C;
-        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) yr[c] = weight[c] * (xr[c] * r);
+        TOut* yr = out + n * C;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) store_f32(yr + c, weight[c] * (xr[c] * r));
     }
 }
 
@@ -82,21 +84,26 @@ unsigned row_blocks(int64_t N) { return unsigned(N < 65535 ? N : 65535); }
 }  // namespace
 
 // x, out (N, C); weight (C); rstd (N) = 1 / sqrt(mean(x^2) + eps).
-void rmsnorm_forward(float* out, float* rstd, const float* x, const float* weight, int64_t N, int64_t C, float eps) {
+void rmsnorm_forward(ActOut out, float* rstd, const float* x, const float* weight, int64_t N, int64_t C, float eps) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t stream = context("rmsnorm_forward").stream;
-    launch(rmsnorm_forward_kernel, row_blocks(N), kRowThreads, 0, stream, out, rstd, static_cast<float*>(nullptr), x,
-           static_cast<const float*>(nullptr), weight, N, C, eps);
-    CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+    with_out(out, "rmsnorm_forward", [&](auto* o) {
+        launch(rmsnorm_forward_kernel<elem_t<decltype(o)>>, row_blocks(N), kRowThreads, 0, stream, o, rstd,
+               static_cast<float*>(nullptr), x, static_cast<const float*>(nullptr), weight, N, C, eps);
+        CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+    });
 }
 
 // x_sum = a + b, then the norm of x_sum (x_sum may alias a).
-void add_rmsnorm_forward(float* x_sum, float* out, float* rstd, const float* a, const float* b, const float* weight,
+void add_rmsnorm_forward(float* x_sum, ActOut out, float* rstd, const float* a, const float* b, const float* weight,
                          int64_t N, int64_t C, float eps) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t stream = context("add_rmsnorm_forward").stream;
-    launch(rmsnorm_forward_kernel, row_blocks(N), kRowThreads, 0, stream, out, rstd, x_sum, a, b, weight, N, C, eps);
-    CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+    with_out(out, "add_rmsnorm_forward", [&](auto* o) {
+        launch(rmsnorm_forward_kernel<elem_t<decltype(o)>>, row_blocks(N), kRowThreads, 0, stream, o, rstd, x_sum, a,
+               b, weight, N, C, eps);
+        CUDA_LAUNCH_CHECK("rmsnorm_forward_kernel");
+    });
 }
 
 // dx (N, C) overwritten or added to; dweight (C) += (skipped when null, a frozen norm).
