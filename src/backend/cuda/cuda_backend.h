@@ -40,14 +40,17 @@ void init();
 std::string device_summary();
 void synchronize();  // waits for every queued op; reports an asynchronous kernel error
 
-// How the GEMMs inside matmul_* and lm_head_cross_entropy compute (f32 in, f32 out always):
+// How the GEMMs inside matmul_* and lm_head_cross_entropy compute (f32 accumulation always):
 //  F32   operands as f32 (a low-precision weight is dequantised to f32 tiles): the same
 //        numbers as the CPU backend up to summation order. CUDA cores, ~60 TFLOP/s on H100.
 //  TF32  as F32 with tensor-core TF32 products (10-bit mantissa inputs, f32 accumulation).
 //  BF16  operands rounded to bf16 (a bf16 weight is used as stored; f32/f16/quantised weights
-//        are converted to bf16 tiles; activations are converted to bf16 in the workspace),
-//        tensor cores with f32 accumulation: DESIGN.md's "CUDA in bf16 with f32 accumulation".
-//        Relative error of a product ~2^-8 against F32.
+//        are converted to bf16 tiles; f32 activations are converted to bf16 in the workspace,
+//        bf16 activations (kernels.h ActIn) are used as stored), tensor cores with f32
+//        accumulation: DESIGN.md's "CUDA in bf16 with f32 accumulation". Relative error of a
+//        product ~2^-8 against F32. A bf16 output (ActOut) is written by the GEMM as bf16.
+// bf16 activations (ActIn / ActOut) in matmul_* need BF16; under F32 / TF32 they throw (the
+// other ops take them under any compute).
 // It also picks the attention kernels: BF16 runs the bf16 tensor-core flash attention (HD <= 128;
 // attention_tc.cuh), F32 and TF32 the f32 kernels of attention.cu.
 enum class MatmulCompute : uint8_t { F32, TF32, BF16 };

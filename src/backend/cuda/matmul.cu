@@ -6,10 +6,19 @@
 //    is dequantised to f32 a tile of rows at a time into the workspace, then multiplied. F32 is
 //    CUBLAS_COMPUTE_32F (the CPU backend's numbers up to summation order); TF32 is
 //    CUBLAS_COMPUTE_32F_FAST_TF32 (10-bit mantissa products, f32 accumulation).
-//  * BF16: x (or dy) is rounded to bf16 once per call into the workspace; a bf16 weight is used
-//    as stored, any other weight is converted to bf16 tiles; bf16 x bf16 products with f32
-//    accumulation and f32 output (CUBLAS_COMPUTE_32F with CUDA_R_16BF inputs: cuBLASLt's
-//    mixed-type GEMM, A/B bf16, C/D f32). The weight gradient rounds dy and x to bf16 too.
+//  * BF16: an f32 x (or dy) is rounded to bf16 once per call into the workspace, a bf16 x
+//    (kernels.h ActIn) is used as stored; a bf16 weight is used as stored, any other weight is
+//    converted to bf16 tiles; bf16 x bf16 products with f32 accumulation (CUBLAS_COMPUTE_32F with
+//    CUDA_R_16BF inputs: cuBLASLt's mixed-type GEMM, A/B bf16, C/D f32 or bf16). An f32 y is
+//    written as f32; a bf16 y (ActOut) is written by the GEMM as bf16 (D = bf16, the f32
+//    accumulator rounded once; accumulate: beta = 1 with C = D, so y = bf16(y + x W^T) summed in
+//    f32). A bias on a bf16 y is added after the GEMM, by a kernel that widens y, adds in f32 and
+//    rounds again (two roundings where the CPU has one: within a bf16 ulp, far inside the
+//    GEMM's own bf16 error). The weight gradient rounds dy and an f32 x to bf16 too; a bf16 x is
+//    its operand as stored.
+//  * bf16 activations need BF16 compute: under F32 / TF32 a bf16 x or y throws (the model
+//    stores bf16 activations only with BF16 compute, and widening them would need workspace the
+//    planner does not reserve for F32 / TF32).
 // NF4 and the GGUF block types always go dequantise-tile-then-GEMM (weights.cu decodes them
 // bit-identically to the CPU); a fused dequantising GEMM is the next step for speed (dev/cuda/
 // nf4_matmul.cu is where that starts).
@@ -59,8 +68,8 @@ void destroy_plan(LtPlan& p) {
 // Column-major problem: D (m, n) = op(LA) (m, k) @ op(LB) (k, n) [+ D]; see gemm() for how the
 // row-major operands map onto it.
 LtPlan make_plan(cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int64_t n, int64_t k, int64_t lda,
-                 int64_t ldb, int64_t ldc, cudaDataType_t ab, bool tf32, uint32_t align_a, uint32_t align_b,
-                 uint32_t align_c) {
+                 int64_t ldb, int64_t ldc, cudaDataType_t ab, cudaDataType_t cd, bool tf32, uint32_t align_a,
+                 uint32_t align_b, uint32_t align_c) {
     Context& ctx = context();
     LtPlan p;
     const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -71,7 +80,7 @@ LtPlan make_plan(cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int6
     const bool ta = op_a == CUBLAS_OP_T, tb = op_b == CUBLAS_OP_T;
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, ab, uint64_t(ta ? k : m), uint64_t(ta ? m : k), lda));
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, ab, uint64_t(tb ? n : k), uint64_t(tb ? k : n), ldb));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, uint64_t(m), uint64_t(n), ldc));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, cd, uint64_t(m), uint64_t(n), ldc));
 
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -92,9 +101,10 @@ LtPlan make_plan(cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int6
     cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
         destroy_plan(p);
-        fail("[cuda] cuBLASLt has no algorithm for a {} GEMM m={} n={} k={} (lda {}, ldb {}, ldc {}, "
+        fail("[cuda] cuBLASLt has no algorithm for a {} GEMM with {} output m={} n={} k={} (lda {}, ldb {}, ldc {}, "
              "alignments {}/{}/{}): {}",
-             ab == CUDA_R_16BF ? "bf16" : (tf32 ? "tf32" : "f32"), m, n, k, lda, ldb, ldc, align_a, align_b, align_c,
+             ab == CUDA_R_16BF ? "bf16" : (tf32 ? "tf32" : "f32"), cd == CUDA_R_16BF ? "bf16" : "f32", m, n, k, lda,
+             ldb, ldc, align_a, align_b, align_c,
              st != CUBLAS_STATUS_SUCCESS ? cublasLtGetStatusString(st) : "no result");
     }
     p.algo = heur.algo;
@@ -102,8 +112,8 @@ LtPlan make_plan(cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int6
 }
 
 const LtPlan& plan_for(const PlanKey& key, cublasOperation_t op_a, cublasOperation_t op_b, int64_t m, int64_t n,
-                       int64_t k, int64_t lda, int64_t ldb, int64_t ldc, cudaDataType_t ab, bool tf32,
-                       uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+                       int64_t k, int64_t lda, int64_t ldb, int64_t ldc, cudaDataType_t ab, cudaDataType_t cd,
+                       bool tf32, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
     static std::mutex mutex;
     static std::map<PlanKey, LtPlan> cache;
     std::lock_guard<std::mutex> lock(mutex);
@@ -113,23 +123,26 @@ const LtPlan& plan_for(const PlanKey& key, cublasOperation_t op_a, cublasOperati
         for (auto& kv : cache) destroy_plan(kv.second);
         cache.clear();
     }
-    return cache.emplace(key, make_plan(op_a, op_b, m, n, k, lda, ldb, ldc, ab, tf32, align_a, align_b, align_c))
+    return cache
+        .emplace(key, make_plan(op_a, op_b, m, n, k, lda, ldb, ldc, ab, cd, tf32, align_a, align_b, align_c))
         .first->second;
 }
 
 // ---- small kernels --------------------------------------------------------------------------
 
-// y (N, out) += bias (out) broadcast over rows.
-__global__ void add_bias_kernel(float* y, const float* bias, int64_t N, int64_t out) {
+// y (N, out) += bias (out) broadcast over rows; y f32 or bf16 (widened, added in f32, rounded).
+template <typename E>
+__global__ void add_bias_kernel(E* y, const float* bias, int64_t N, int64_t out) {
     const int64_t n = N * out;
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        y[i] += bias[i % out];
+        store_f32(y + i, load_f32(y + i) + bias[i % out]);
 }
 
-__global__ void zero_kernel(float* c, int64_t M, int64_t N, int64_t ldc) {
+template <typename E>
+__global__ void zero_kernel(E* c, int64_t M, int64_t N, int64_t ldc) {
     const int64_t n = M * N;
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        c[(i / N) * ldc + i % N] = 0.0f;
+        store_f32(c + (i / N) * ldc + i % N, 0.0f);
 }
 
 // dst (C) += column sums of src (N, C). Blocks own 32 columns; their 16 warps split the rows and
@@ -174,11 +187,21 @@ void convert_tile(void* tile, const WeightView& w, int64_t r0, int64_t rows, cud
     else weight_rows_to_f32(static_cast<float*>(tile), w, r0, rows, stream);
 }
 
-// x (n floats) in the compute type: itself (F32/TF32) or a bf16 copy in the workspace.
-const void* operand(Workspace& ws, const float* x, int64_t n, cudaStream_t stream) {
-    if (!bf16_compute()) return x;
+// A bf16 activation needs BF16 compute (see the top of this file); other dtypes are errors.
+void check_act(const char* op, const char* what, DType t) {
+    check_act_dtype(t, op);
+    if (t == DType::BF16 && !bf16_compute())
+        fail("[cuda] {}: {} is a bf16 activation, which needs BF16 matmul compute (cuda_matmul: bf16); the compute "
+             "is {} (bf16 activations are not widened into the workspace)",
+             op, what, tf32_compute() ? "tf32" : "f32");
+}
+
+// x (n elements, checked by check_act) in the compute type: itself (F32/TF32 with f32 x, BF16
+// with bf16 x) or a bf16 copy of an f32 x in the workspace (BF16).
+const void* operand(Workspace& ws, ActIn x, int64_t n, cudaStream_t stream) {
+    if (!bf16_compute() || x.bf16()) return x.data;
     __nv_bfloat16* xb = ws.take<__nv_bfloat16>(size_t(n));
-    f32_to_bf16(xb, x, n, stream);
+    f32_to_bf16(xb, x.f32(), n, stream);
     return xb;
 }
 
@@ -190,12 +213,16 @@ size_t elem_bytes() { return bf16_compute() ? 2 : 4; }
 // ---- the GEMM -------------------------------------------------------------------------------------
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B,
-          int64_t ldb, float* C, int64_t ldc, bool accumulate, GemmType type, bool tf32, cudaStream_t stream) {
+          int64_t ldb, ActOut C, int64_t ldc, bool accumulate, GemmType type, bool tf32, cudaStream_t stream) {
     if (M <= 0 || N <= 0) return;
+    const bool c_bf16 = C.bf16();
+    TUNER_ASSERT_MSG(!c_bf16 || type == GemmType::BF16, "gemm: a bf16 C needs bf16 operands");
     if (K <= 0) {  // empty product: C = C or 0
         if (!accumulate) {
-            launch(zero_kernel, grid_for(M * N, 256), 256, 0, stream, C, M, N, ldc);
-            CUDA_LAUNCH_CHECK("zero_kernel");
+            with_out(C, "gemm", [&](auto* c) {
+                launch(zero_kernel<elem_t<decltype(c)>>, grid_for(M * N, 256), 256, 0, stream, c, M, N, ldc);
+                CUDA_LAUNCH_CHECK("zero_kernel");
+            });
         }
         return;
     }
@@ -206,22 +233,28 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const voi
     const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cublasOperation_t op_b = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     const cudaDataType_t ab = type == GemmType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t cd = c_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     tf32 = tf32 && type == GemmType::F32;
-    const uint32_t align_a = pointer_alignment(B), align_b = pointer_alignment(A), align_c = pointer_alignment(C);
-    const PlanKey key = {M, N, K, lda, ldb, ldc, trans_a, trans_b, int64_t(type), tf32, align_a, align_b, align_c, 0};
-    const LtPlan& p = plan_for(key, op_a, op_b, N, M, K, ldb, lda, ldc, ab, tf32, align_a, align_b, align_c);
+    const uint32_t align_a = pointer_alignment(B), align_b = pointer_alignment(A), align_c = pointer_alignment(C.data);
+    const PlanKey key = {M,      N,       K,       lda, ldb, ldc, trans_a, trans_b, int64_t(type), tf32,
+                         align_a, align_b, align_c, c_bf16};
+    const LtPlan& p = plan_for(key, op_a, op_b, N, M, K, ldb, lda, ldc, ab, cd, tf32, align_a, align_b, align_c);
     Context& ctx = context();
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.op, &alpha, B, p.a, A, p.b, &beta, C, p.c, C, p.c, &p.algo, ctx.lt_workspace,
-                                ctx.lt_workspace_bytes, stream));
+    // C and D are the same matrix (beta = 1 reads it; a bf16 C is widened by cuBLASLt, the sum is
+    // formed in f32 and rounded once into D).
+    CUBLAS_CHECK(cublasLtMatmul(ctx.lt, p.op, &alpha, B, p.a, A, p.b, &beta, C.data, p.c, C.data, p.c, &p.algo,
+                                ctx.lt_workspace, ctx.lt_workspace_bytes, stream));
 }
 
 // ---- ops inside a workspace cursor ------------------------------------------------------------------
 
 // y (N, out) = x (N, in) @ W^T (+ bias); W (out, in).
-void matmul_forward_ws(Workspace& ws, float* y, const float* x, const WeightView& w, const float* bias, int64_t N,
+void matmul_forward_ws(Workspace& ws, ActOut y, ActIn x, const WeightView& w, const float* bias, int64_t N,
                        bool accumulate) {
     const int64_t out = w.rows, in = w.cols;
+    check_act("matmul_forward", "x", x.dtype);
+    check_act("matmul_forward", "y", y.dtype);
     if (N <= 0 || out <= 0) return;
     cudaStream_t stream = context().stream;
     const void* xa = operand(ws, x, N * in, stream);
@@ -234,13 +267,15 @@ void matmul_forward_ws(Workspace& ws, float* y, const float* x, const WeightView
         for (int64_t r0 = 0; r0 < out; r0 += tr) {
             const int64_t rows = std::min(tr, out - r0);
             convert_tile(tile, w, r0, rows, stream);
-            gemm(false, true, N, rows, in, xa, in, tile, in, y + r0, out, accumulate, gemm_type(), tf32_compute(),
-                 stream);
+            gemm(false, true, N, rows, in, xa, in, tile, in, y.offset(r0), out, accumulate, gemm_type(),
+                 tf32_compute(), stream);
         }
     }
     if (bias) {
-        launch(add_bias_kernel, grid_for(N * out, 256), 256, 0, stream, y, bias, N, out);
-        CUDA_LAUNCH_CHECK("add_bias_kernel");
+        with_out(y, "matmul_forward", [&](auto* yp) {
+            launch(add_bias_kernel<elem_t<decltype(yp)>>, grid_for(N * out, 256), 256, 0, stream, yp, bias, N, out);
+            CUDA_LAUNCH_CHECK("add_bias_kernel");
+        });
     }
 }
 
@@ -270,8 +305,9 @@ void matmul_backward_input_ws(Workspace& ws, float* dx, const float* dy, const W
 }
 
 // dW (out, in) += dy^T (out, N) @ x (N, in); dbias (out) += column sums of dy (N, out).
-void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, const float* dy, const float* x, int64_t N,
+void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, const float* dy, ActIn x, int64_t N,
                                int64_t out, int64_t in) {
+    check_act("matmul_backward_weight", "x", x.dtype);
     if (N <= 0 || out <= 0) return;
     cudaStream_t stream = context().stream;
     if (in > 0) {
@@ -288,6 +324,8 @@ void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, const flo
 
 // ---- planning and the kernel table -------------------------------------------------------------------
 
+// An upper bound whatever the activations' dtypes: a bf16 x (bf16 compute) needs no copy, so its
+// call takes less than planned; a bf16 y takes nothing extra (the GEMM writes it directly).
 size_t matmul_workspace_bytes(int64_t N, const WeightView& w) {
     const int64_t out = w.rows, in = w.cols;
     if (N <= 0 || out <= 0 || in <= 0) return 0;
@@ -299,7 +337,7 @@ size_t matmul_workspace_bytes(int64_t N, const WeightView& w) {
     return std::max({fwd, bwd_in, bwd_w});
 }
 
-void matmul_forward(float* y, const float* x, const WeightView& w, const float* bias, int64_t N, bool accumulate) {
+void matmul_forward(ActOut y, ActIn x, const WeightView& w, const float* bias, int64_t N, bool accumulate) {
     context("matmul_forward");
     check_weight(w, "matmul_forward");
     Workspace ws("matmul_forward", matmul_workspace_bytes(N, w));
@@ -313,8 +351,7 @@ void matmul_backward_input(float* dx, const float* dy, const WeightView& w, int6
     matmul_backward_input_ws(ws, dx, dy, w, N, accumulate);
 }
 
-void matmul_backward_weight(float* dw, float* dbias, const float* dy, const float* x, int64_t N, int64_t out,
-                            int64_t in) {
+void matmul_backward_weight(float* dw, float* dbias, const float* dy, ActIn x, int64_t N, int64_t out, int64_t in) {
     context("matmul_backward_weight");
     const WeightView w{dw, DType::F32, out, in};
     Workspace ws("matmul_backward_weight", matmul_workspace_bytes(N, w));
