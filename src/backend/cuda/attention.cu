@@ -27,6 +27,15 @@
 // head dims over 128. With BF16 compute (the default) and HD <= 128 the tensor-core kernels of
 // attention_tc.cuh run instead: same shapes, masks, lse and D conventions, same three-kernel
 // deterministic backward, with bf16 operands and f32 accumulation (numerics there).
+//
+// Activation dtypes (kernels.h ActIn / ActOut): q, k, v, out (and out read back by the backward)
+// may each be f32 or bf16 storage, in both kernel families. The kernels take them as const void*
+// with a bf16 flag per tensor in Dims; the flag is uniform over the grid and tested once per tile
+// load (outside the element loop), so there is one kernel per head-dim bucket, not one per dtype
+// combination. A bf16 element is widened exactly when staged (f32 kernels) or staged as it is
+// (tensor-core kernels, whose tiles are bf16 anyway: an f32 input is rounded there, a bf16 one
+// already is); out is rounded to nearest even on store when bf16. dout, the gradients, lse and
+// D are always f32. With f32 tensors every kernel computes exactly what it did before.
 
 #include <cmath>
 #include <cstdint>
@@ -49,6 +58,7 @@ constexpr int BT = 32;  // queries per tile in the dkv kernel: one per lane
 struct Dims {
     int B, T, NH, NKV, HD, G;
     float scale;
+    bool q16 = false, k16 = false, v16 = false, o16 = false;  // bf16 storage of q, k, v, out
 };
 
 // Rows per warp for a head-dim bucket: registers hold RW x HDMAX / 32 accumulators per lane.
@@ -57,15 +67,23 @@ __host__ __device__ constexpr int rows_per_warp() {
     return HDMAX <= 128 ? 16 : 8;
 }
 
-// Copies rows [r0, r0 + nrows) of one head of x (rows of `ld` floats, head at offset `off`) into
-// a shared tile (nrows x stride), zero beyond T and beyond HD.
-template <int HDMAX>
-__device__ __forceinline__ void load_tile(float* tile, int stride, const float* x, int64_t row_base, int64_t ld,
-                                          int64_t off, int r0, int nrows, int T, int HD) {
+// Copies rows [r0, r0 + nrows) of one head of x (rows of `ld` elements, head at offset `off`) into
+// a shared f32 tile (nrows x stride), zero beyond T and beyond HD.
+template <int HDMAX, typename E>
+__device__ __forceinline__ void load_tile_e(float* tile, int stride, const E* x, int64_t row_base, int64_t ld,
+                                            int64_t off, int r0, int nrows, int T, int HD) {
     for (int i = threadIdx.x; i < nrows * HDMAX; i += kThreads) {
         const int r = i / HDMAX, d = i % HDMAX, t = r0 + r;
-        tile[r * stride + d] = (t < T && d < HD) ? x[(row_base + t) * ld + off + d] : 0.0f;
+        tile[r * stride + d] = (t < T && d < HD) ? load_f32(x + (row_base + t) * ld + off + d) : 0.0f;
     }
+}
+// x is bf16 (widened exactly) or f32 storage.
+template <int HDMAX>
+__device__ __forceinline__ void load_tile(float* tile, int stride, const void* x, bool bf16, int64_t row_base,
+                                          int64_t ld, int64_t off, int r0, int nrows, int T, int HD) {
+    if (bf16)
+        load_tile_e<HDMAX>(tile, stride, static_cast<const __nv_bfloat16*>(x), row_base, ld, off, r0, nrows, T, HD);
+    else load_tile_e<HDMAX>(tile, stride, static_cast<const float*>(x), row_base, ld, off, r0, nrows, T, HD);
 }
 
 // ---- forward ------------------------------------------------------------------------------------
@@ -77,8 +95,8 @@ constexpr size_t forward_smem_floats() {
 }
 
 template <int HDMAX>
-__global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out, float* lse, const float* q,
-                                                                     const float* k, const float* v,
+__global__ void __launch_bounds__(kThreads) attention_forward_kernel(void* out, float* lse, const void* q,
+                                                                     const void* k, const void* v,
                                                                      const int32_t* seg_start, Dims g) {
     constexpr int RW = rows_per_warp<HDMAX>(), BQ = kWarps * RW, DPL = HDMAX / 32, KS = HDMAX + 1;
     DYNAMIC_SHARED(float4, smem4);
@@ -95,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
     const int64_t ldq = int64_t(g.NH) * g.HD, ldkv = int64_t(g.NKV) * g.HD;
     const int64_t row_base = int64_t(b) * g.T;
 
-    load_tile<HDMAX>(sQ, HDMAX, q, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g.T, g.HD);
+    load_tile<HDMAX>(sQ, HDMAX, q, g.q16, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g.T, g.HD);
 
     float m[RW], l[RW], o[RW][DPL];
     int lo[RW];
@@ -117,8 +135,8 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
 
     for (int s0 = s_kmin / BK * BK; s0 <= kmax; s0 += BK) {
         __syncthreads();  // the previous tile's K, V and P are no longer read
-        load_tile<HDMAX>(sK, KS, k, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
-        load_tile<HDMAX>(sV, HDMAX, v, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
+        load_tile<HDMAX>(sK, KS, k, g.k16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
+        load_tile<HDMAX>(sV, HDMAX, v, g.v16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
         __syncthreads();
 
         // Scores of this warp's rows against key s0 + lane.
@@ -175,11 +193,13 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
         const int t = q0 + rbase + r;
         if (t >= g.T) continue;
         const float inv = 1.0f / l[r];
-        float* dst = out + (row_base + t) * ldq + int64_t(h) * g.HD;
+        const int64_t dst_off = (row_base + t) * ldq + int64_t(h) * g.HD;
 #pragma unroll
         for (int i = 0; i < DPL; i++) {
             const int d = lane + 32 * i;
-            if (d < g.HD) dst[d] = o[r][i] * inv;
+            if (d >= g.HD) continue;
+            if (g.o16) store_f32(static_cast<__nv_bfloat16*>(out) + dst_off + d, o[r][i] * inv);
+            else static_cast<float*>(out)[dst_off + d] = o[r][i] * inv;
         }
         if (lane == 0) lse[(int64_t(b) * g.NH + h) * g.T + t] = m[r] + logf(l[r]);
     }
@@ -187,15 +207,22 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(float* out,
 
 // ---- backward: D = rowsum(dout * out), one warp per (b, t, h) ---------------------------------------
 
-__global__ void attention_delta_kernel(float* D, const float* dout, const float* out, Dims g) {
+// This lane's part of dout . out over one row (out f32 or bf16).
+template <typename E>
+__device__ __forceinline__ float delta_part(const float* a, const E* c, int lane, int HD) {
+    float s = 0.0f;
+    for (int d = lane; d < HD; d += 32) s += a[d] * load_f32(c + d);
+    return s;
+}
+
+__global__ void attention_delta_kernel(float* D, const float* dout, const void* out, Dims g) {
     const int64_t rows = int64_t(g.B) * g.T * g.NH;
     const int lane = threadIdx.x & 31;
     for (int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; row < rows;
          row += (int64_t(gridDim.x) * blockDim.x) >> 5) {
         const float* a = dout + row * g.HD;
-        const float* c = out + row * g.HD;
-        float s = 0.0f;
-        for (int d = lane; d < g.HD; d += 32) s += a[d] * c[d];
+        float s = g.o16 ? delta_part(a, static_cast<const __nv_bfloat16*>(out) + row * g.HD, lane, g.HD)
+                        : delta_part(a, static_cast<const float*>(out) + row * g.HD, lane, g.HD);
         s = warp_sum(s);
         // row = (b * T + t) * NH + h  ->  D (B, NH, T)
         const int64_t h = row % g.NH, bt = row / g.NH, b = bt / g.T, t = bt % g.T;
@@ -212,8 +239,8 @@ constexpr size_t dq_smem_floats() {
 }
 
 template <int HDMAX>
-__global__ void __launch_bounds__(kThreads) attention_dq_kernel(float* dq, const float* dout, const float* q,
-                                                                const float* k, const float* v, const float* lse,
+__global__ void __launch_bounds__(kThreads) attention_dq_kernel(float* dq, const float* dout, const void* q,
+                                                                const void* k, const void* v, const float* lse,
                                                                 const float* D, const int32_t* seg_start, Dims g) {
     constexpr int RW = rows_per_warp<HDMAX>(), BQ = kWarps * RW, DPL = HDMAX / 32, KS = HDMAX + 1;
     DYNAMIC_SHARED(float4, smem4);
@@ -233,8 +260,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(float* dq, const
     const float* L = lse + (int64_t(b) * g.NH + h) * g.T;
     const float* Dh = D + (int64_t(b) * g.NH + h) * g.T;
 
-    load_tile<HDMAX>(sQ, HDMAX, q, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g.T, g.HD);
-    load_tile<HDMAX>(sdO, HDMAX, dout, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g.T, g.HD);
+    load_tile<HDMAX>(sQ, HDMAX, q, g.q16, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g.T, g.HD);
+    load_tile_e<HDMAX>(sdO, HDMAX, dout, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g.T, g.HD);
 
     float acc[RW][DPL], Lr[RW], Dr[RW];
     int lo[RW];
@@ -259,8 +286,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_kernel(float* dq, const
 
     for (int s0 = s_kmin / BK * BK; s0 <= kmax; s0 += BK) {
         __syncthreads();
-        load_tile<HDMAX>(sK, KS, k, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
-        load_tile<HDMAX>(sV, KS, v, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
+        load_tile<HDMAX>(sK, KS, k, g.k16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
+        load_tile<HDMAX>(sV, KS, v, g.v16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g.T, g.HD);
         __syncthreads();
 
         float sc[RW], dp[RW];
@@ -334,7 +361,7 @@ constexpr size_t dkv_smem_floats() {
 
 template <int HDMAX>
 __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(float* dk, float* dv, const float* dout,
-                                                                 const float* q, const float* k, const float* v,
+                                                                 const void* q, const void* k, const void* v,
                                                                  const float* lse, const float* D,
                                                                  const int32_t* seg_start, Dims g) {
     constexpr int KW = keys_per_warp<HDMAX>(), BKV = kWarps * KW, DPL = HDMAX / 32, QS = HDMAX + 1;
@@ -356,8 +383,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(float* dk, floa
     const int64_t ldq = int64_t(g.NH) * g.HD, ldkv = int64_t(g.NKV) * g.HD;
     const int64_t row_base = int64_t(b) * g.T;
 
-    load_tile<HDMAX>(sK, HDMAX, k, row_base, ldkv, int64_t(kvh) * g.HD, s0, BKV, g.T, g.HD);
-    load_tile<HDMAX>(sV, HDMAX, v, row_base, ldkv, int64_t(kvh) * g.HD, s0, BKV, g.T, g.HD);
+    load_tile<HDMAX>(sK, HDMAX, k, g.k16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BKV, g.T, g.HD);
+    load_tile<HDMAX>(sV, HDMAX, v, g.v16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BKV, g.T, g.HD);
 
     float dka[KW][DPL], dva[KW][DPL];
 #pragma unroll
@@ -386,8 +413,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_kernel(float* dk, floa
             const int tq = t0 + lane;
             const bool any = threadIdx.x < BT && tq < g.T && tq >= s0 && sLo[lane] <= s_last;
             if (!__syncthreads_or(any)) continue;
-            load_tile<HDMAX>(sQ, QS, q, row_base, ldq, int64_t(h) * g.HD, t0, BT, g.T, g.HD);
-            load_tile<HDMAX>(sdO, QS, dout, row_base, ldq, int64_t(h) * g.HD, t0, BT, g.T, g.HD);
+            load_tile<HDMAX>(sQ, QS, q, g.q16, row_base, ldq, int64_t(h) * g.HD, t0, BT, g.T, g.HD);
+            load_tile_e<HDMAX>(sdO, QS, dout, row_base, ldq, int64_t(h) * g.HD, t0, BT, g.T, g.HD);
             __syncthreads();
 
             // Lane i = query t0 + i; rows r = keys sbase + r of this warp.
@@ -477,7 +504,7 @@ void prepare(Kernel kernel, size_t smem, const char* name) {
 }
 
 template <int HDMAX>
-void forward_launch(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* seg,
+void forward_launch(void* out, float* lse, const void* q, const void* k, const void* v, const int32_t* seg,
                     const Dims& g) {
     constexpr int BQ = kWarps * rows_per_warp<HDMAX>();
     const size_t smem = forward_smem_floats<HDMAX>() * sizeof(float);
@@ -489,8 +516,8 @@ void forward_launch(float* out, float* lse, const float* q, const float* k, cons
 }
 
 template <int HDMAX>
-void backward_launch(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                     const float* v, const float* lse, const float* D, const int32_t* seg, const Dims& g) {
+void backward_launch(float* dq, float* dk, float* dv, const float* dout, const void* q, const void* k, const void* v,
+                     const float* lse, const float* D, const int32_t* seg, const Dims& g) {
     constexpr int BQ = kWarps * rows_per_warp<HDMAX>(), BKV = kWarps * keys_per_warp<HDMAX>();
     cudaStream_t stream = context().stream;
     const size_t smem_dq = dq_smem_floats<HDMAX>() * sizeof(float);
@@ -511,16 +538,24 @@ void backward_launch(float* dq, float* dk, float* dv, const float* dout, const f
 // The tensor-core kernels run for BF16 compute and HD <= 128 (TF32 keeps the f32 kernels).
 bool use_tc(const Dims& g) { return config().compute == MatmulCompute::BF16 && attn_tc::bucket(g.HD) != 0; }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// A tensor the tensor-core kernels access 4 elements at a time: its pointer and whether it is bf16.
+struct Vec4Arg {
+    const void* p;
+    bool bf16;
+};
+// 4 elements: 16 bytes of f32, 8 of bf16.
+bool aligned_vec4(const Vec4Arg& a) { return reinterpret_cast<uintptr_t>(a.p) % (a.bf16 ? 8 : 16) == 0; }
 
-attn_tc::Dims tc_dims(const Dims& g, std::initializer_list<const void*> ptrs) {
+attn_tc::Dims tc_dims(const Dims& g, std::initializer_list<Vec4Arg> ptrs) {
     bool vec4 = g.HD % 4 == 0;
-    for (const void* p : ptrs) vec4 = vec4 && aligned16(p);
-    return attn_tc::Dims{g.B, g.T, g.NH, g.NKV, g.HD, g.G, g.scale, vec4 ? 1 : 0};
+    for (const Vec4Arg& a : ptrs) vec4 = vec4 && aligned_vec4(a);
+    attn_tc::Dims t{g.B, g.T, g.NH, g.NKV, g.HD, g.G, g.scale, vec4 ? 1 : 0};
+    t.q16 = g.q16, t.k16 = g.k16, t.v16 = g.v16, t.o16 = g.o16;
+    return t;
 }
 
 template <int HDMAX>
-void forward_tc_launch(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* seg,
+void forward_tc_launch(void* out, float* lse, const void* q, const void* k, const void* v, const int32_t* seg,
                        const attn_tc::Dims& g) {
     const size_t smem = attn_tc::forward_smem_bytes<HDMAX>();
     static const bool ready =
@@ -533,8 +568,8 @@ void forward_tc_launch(float* out, float* lse, const float* q, const float* k, c
 }
 
 template <int HDMAX>
-void backward_tc_launch(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* lse, const float* D, const int32_t* seg, const attn_tc::Dims& g) {
+void backward_tc_launch(float* dq, float* dk, float* dv, const float* dout, const void* q, const void* k, const void* v,
+                        const float* lse, const float* D, const int32_t* seg, const attn_tc::Dims& g) {
     cudaStream_t stream = context().stream;
     const size_t smem_dq = attn_tc::dq_smem_bytes<HDMAX>(), smem_dkv = attn_tc::dkv_smem_bytes<HDMAX>();
     static const bool ready =
@@ -559,44 +594,58 @@ size_t attention_workspace_bytes(const AttnShape& s) {
     return ws_size(size_t(s.B) * s.NH * s.T * sizeof(float));  // D of the backward
 }
 
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* seg_start,
+// The activations' dtypes (f32 or bf16 each) into g.
+void set_act_dtypes(Dims& g, const char* op, ActIn q, ActIn k, ActIn v, ActIn out) {
+    for (const ActIn* a : {&q, &k, &v, &out}) check_act_dtype(a->dtype, op);
+    g.q16 = q.bf16(), g.k16 = k.bf16(), g.v16 = v.bf16(), g.o16 = out.bf16();
+}
+
+void attention_forward(ActOut out, float* lse, ActIn q, ActIn k, ActIn v, const int32_t* seg_start,
                        const AttnShape& s) {
     if (s.B <= 0 || s.T <= 0) return;
     context("attention_forward");
-    const Dims g = dims(s);
+    Dims g = dims(s);
+    set_act_dtypes(g, "attention_forward", q, k, v, out);
     if (use_tc(g)) {
-        const attn_tc::Dims tg = tc_dims(g, {out, q, k, v});
-        if (g.HD <= 64) forward_tc_launch<64>(out, lse, q, k, v, seg_start, tg);
-        else forward_tc_launch<128>(out, lse, q, k, v, seg_start, tg);
+        const attn_tc::Dims tg =
+            tc_dims(g, {{out.data, g.o16}, {q.data, g.q16}, {k.data, g.k16}, {v.data, g.v16}});
+        if (g.HD <= 64) forward_tc_launch<64>(out.data, lse, q.data, k.data, v.data, seg_start, tg);
+        else forward_tc_launch<128>(out.data, lse, q.data, k.data, v.data, seg_start, tg);
         return;
     }
-    if (g.HD <= 32) forward_launch<32>(out, lse, q, k, v, seg_start, g);
-    else if (g.HD <= 64) forward_launch<64>(out, lse, q, k, v, seg_start, g);
-    else if (g.HD <= 128) forward_launch<128>(out, lse, q, k, v, seg_start, g);
-    else forward_launch<256>(out, lse, q, k, v, seg_start, g);
+    if (g.HD <= 32) forward_launch<32>(out.data, lse, q.data, k.data, v.data, seg_start, g);
+    else if (g.HD <= 64) forward_launch<64>(out.data, lse, q.data, k.data, v.data, seg_start, g);
+    else if (g.HD <= 128) forward_launch<128>(out.data, lse, q.data, k.data, v.data, seg_start, g);
+    else forward_launch<256>(out.data, lse, q.data, k.data, v.data, seg_start, g);
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* out, const float* lse, const int32_t* seg_start,
-                        const AttnShape& s) {
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, ActIn q, ActIn k, ActIn v, ActIn out,
+                        const float* lse, const int32_t* seg_start, const AttnShape& s) {
     if (s.B <= 0 || s.T <= 0) return;
     context("attention_backward");
-    const Dims g = dims(s);
+    Dims g = dims(s);
+    set_act_dtypes(g, "attention_backward", q, k, v, out);
     Workspace ws("attention_backward", attention_workspace_bytes(s));
     float* D = ws.take<float>(size_t(s.B) * s.NH * s.T);
     const int64_t rows = int64_t(s.B) * s.T * s.NH;
-    launch(attention_delta_kernel, grid_for(rows * 32, 256), 256, 0, context().stream, D, dout, out, g);
+    launch(attention_delta_kernel, grid_for(rows * 32, 256), 256, 0, context().stream, D, dout, out.data, g);
     CUDA_LAUNCH_CHECK("attention_delta_kernel");
     if (use_tc(g)) {
-        const attn_tc::Dims tg = tc_dims(g, {dq, dk, dv, dout, q, k, v});
-        if (g.HD <= 64) backward_tc_launch<64>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, tg);
-        else backward_tc_launch<128>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, tg);
+        const attn_tc::Dims tg = tc_dims(g, {{dq, false},
+                                             {dk, false},
+                                             {dv, false},
+                                             {dout, false},
+                                             {q.data, g.q16},
+                                             {k.data, g.k16},
+                                             {v.data, g.v16}});
+        if (g.HD <= 64) backward_tc_launch<64>(dq, dk, dv, dout, q.data, k.data, v.data, lse, D, seg_start, tg);
+        else backward_tc_launch<128>(dq, dk, dv, dout, q.data, k.data, v.data, lse, D, seg_start, tg);
         return;
     }
-    if (g.HD <= 32) backward_launch<32>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);
-    else if (g.HD <= 64) backward_launch<64>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);
-    else if (g.HD <= 128) backward_launch<128>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);
-    else backward_launch<256>(dq, dk, dv, dout, q, k, v, lse, D, seg_start, g);
+    if (g.HD <= 32) backward_launch<32>(dq, dk, dv, dout, q.data, k.data, v.data, lse, D, seg_start, g);
+    else if (g.HD <= 64) backward_launch<64>(dq, dk, dv, dout, q.data, k.data, v.data, lse, D, seg_start, g);
+    else if (g.HD <= 128) backward_launch<128>(dq, dk, dv, dout, q.data, k.data, v.data, lse, D, seg_start, g);
+    else backward_launch<256>(dq, dk, dv, dout, q.data, k.data, v.data, lse, D, seg_start, g);
 }
 
 }  // namespace tuner::cuda

@@ -10,8 +10,9 @@
 // D = rowsum(dout * out) (attention.cu's delta kernel, f32).
 //
 // Numerics: q, k, v, dout are rounded to bf16 when staged into shared memory (one rounding,
-// relative 2^-9); every product runs on tensor cores (WMMA m16n16k16, bf16 x bf16 exact, f32
-// accumulation); masking, the online softmax (running max m, sum l of the f32 probabilities),
+// relative 2^-9; q, k, v stored as bf16, Dims::q16 / k16 / v16 (kernels.h ActIn), are staged as
+// they are: the values an f32 copy of them would round to); every product runs on tensor cores
+// (WMMA m16n16k16, bf16 x bf16 exact, f32 accumulation); masking, the online softmax (running max m, sum l of the f32 probabilities),
 // lse, dS = P (dP - D) and the final scaling are f32 on CUDA cores; P and dS are rounded to bf16
 // as the A operand of P V, P^T dO, dS K and dS^T Q. Accumulators are never read element by
 // element: each product is stored to a per-warp f32 tile in shared memory (store_matrix_sync)
@@ -21,7 +22,10 @@
 // Structure (128 threads = 4 warps per block, each warp owns 16 rows; HDMAX in {64, 128}, tiles
 // zero-padded to HDMAX; bf16 tiles have a row stride of HDMAX + 8 elements and score tiles 64 + 8,
 // so the 16-byte row shift spreads a quarter-warp's float4 reads over all 32 banks and keeps the
-// 32-byte alignment load_matrix_sync needs):
+// 32-byte alignment load_matrix_sync needs). out is written as f32, or rounded to bf16 (Dims::o16).
+// The dtype flags are uniform over the grid and tested once per staged tile or written row, so
+// the kernels are not instantiated per dtype combination (and the kernel lab, which passes f32
+// pointers and leaves the flags 0, runs them unchanged):
 //  * forward, per (64-query block, head, batch row): Q (64 x HDMAX) staged once; per 64-key tile:
 //    K, V staged, S = Q K^T (16 x 64 per warp), masked online softmax, O += P V with O in
 //    registers (lane owns HDMAX / 2 of its row's dims), rescaled by exp(m_old - m_new).
@@ -69,7 +73,10 @@ constexpr int LDS = BK + 8;      // row stride (elements) of the per-warp score 
 struct Dims {
     int B, T, NH, NKV, HD, G;
     float scale;
-    int vec4;  // HD % 4 == 0 and q, k, v, dout, out, dq, dk, dv 16-byte aligned: float4 global access
+    // HD % 4 == 0 and q, k, v, dout, out, dq, dk, dv aligned for 4-element access (16 bytes f32,
+    // 8 bytes bf16): float4 / 4 x bf16 global access
+    int vec4;
+    int q16 = 0, k16 = 0, v16 = 0, o16 = 0;  // q, k, v, out stored as bf16 (else f32)
 };
 
 // Supported head dims: the bucket HDMAX for HD (0: use the f32 kernels).
@@ -102,8 +109,8 @@ __host__ __device__ constexpr size_t dkv_smem_bytes() {
 // bf16 into tile (nrows x LDH), zero beyond T and HD. Consecutive threads read consecutive float4s
 // of a row (coalesced).
 template <int HDMAX>
-__device__ __forceinline__ void stage_bf16(bf16* tile, const float* x, int64_t row_base, int64_t ld, int64_t off,
-                                           int r0, int nrows, const Dims& g) {
+__device__ __forceinline__ void stage_f32(bf16* tile, const float* x, int64_t row_base, int64_t ld, int64_t off,
+                                          int r0, int nrows, const Dims& g) {
     constexpr int C4 = HDMAX / 4;
     for (int i = threadIdx.x; i < nrows * C4; i += kThreads) {
         const int r = i / C4, d = (i % C4) * 4, t = r0 + r;
@@ -123,6 +130,42 @@ __device__ __forceinline__ void stage_bf16(bf16* tile, const float* x, int64_t r
         dst[0] = __floats2bfloat162_rn(v.x, v.y);
         dst[1] = __floats2bfloat162_rn(v.z, v.w);
     }
+}
+
+// Four bf16 elements moved as one 8-byte access (an aggregate of bf16: no aliasing games).
+struct alignas(8) Bf16x4 {
+    bf16 e[4];
+};
+
+// stage_f32 for x stored as bf16: copied as it is, 4 elements (8 bytes) at a time.
+template <int HDMAX>
+__device__ __forceinline__ void stage_bf16_src(bf16* tile, const bf16* x, int64_t row_base, int64_t ld, int64_t off,
+                                               int r0, int nrows, const Dims& g) {
+    constexpr int C4 = HDMAX / 4;
+    const bf16 zero = __float2bfloat16_rn(0.0f);
+    for (int i = threadIdx.x; i < nrows * C4; i += kThreads) {
+        const int r = i / C4, d = (i % C4) * 4, t = r0 + r;
+        Bf16x4 v = {{zero, zero, zero, zero}};
+        if (t < g.T && d < g.HD) {
+            const bf16* src = x + (row_base + t) * ld + off + d;
+            if (g.vec4) {
+                v = *reinterpret_cast<const Bf16x4*>(src);
+            } else {
+                for (int j = 0; j < 4; j++)
+                    if (d + j < g.HD) v.e[j] = src[j];
+            }
+        }
+        // Tile rows are LDH * 2 bytes apart (a multiple of 16) and d is a multiple of 4: 8-byte aligned.
+        *reinterpret_cast<Bf16x4*>(tile + r * ldh<HDMAX>() + d) = v;
+    }
+}
+
+// x stored as bf16 (is_bf16) or f32.
+template <int HDMAX>
+__device__ __forceinline__ void stage_bf16(bf16* tile, const void* x, int is_bf16, int64_t row_base, int64_t ld,
+                                           int64_t off, int r0, int nrows, const Dims& g) {
+    if (is_bf16) stage_bf16_src<HDMAX>(tile, static_cast<const bf16*>(x), row_base, ld, off, r0, nrows, g);
+    else stage_f32<HDMAX>(tile, static_cast<const float*>(x), row_base, ld, off, r0, nrows, g);
 }
 
 #if TUNER_TC_ARCH_OK
@@ -219,8 +262,8 @@ __device__ __forceinline__ void write_row(float* dst, const float* src, float mu
 // out, q (B, T, NH, HD); k, v (B, T, NKV, HD); lse (B, NH, T). Grid (ceil(T / 64), NH, B), 128 threads,
 // forward_smem_bytes<HDMAX>() of dynamic shared memory.
 template <int HDMAX>
-__global__ void __launch_bounds__(kThreads) attention_forward_tc_kernel(float* out, float* lse, const float* q,
-                                                                        const float* k, const float* v,
+__global__ void __launch_bounds__(kThreads) attention_forward_tc_kernel(void* out, float* lse, const void* q,
+                                                                        const void* k, const void* v,
                                                                         const int32_t* seg_start, Dims g) {
 #if TUNER_TC_ARCH_OK
     constexpr int L = ldh<HDMAX>(), NC = HDMAX / 8;
@@ -243,7 +286,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_tc_kernel(float* o
     const int lo = valid ? (seg_start ? seg_start[row_base + t] : 0) : g.T;  // no key for a row past T
     const int wmin = warp_min_int(lo), wlast = min(g.T - 1, q0 + warp * 16 + 15);
 
-    stage_bf16<HDMAX>(sQ, q, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g);
+    stage_bf16<HDMAX>(sQ, q, g.q16, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g);
     if (lane == 0) sMin[warp] = wmin;
     __syncthreads();
     int kmin = sMin[0];
@@ -257,8 +300,8 @@ __global__ void __launch_bounds__(kThreads) attention_forward_tc_kernel(float* o
 
     for (int s0 = kmin / BK * BK; s0 <= kmax; s0 += BK) {
         __syncthreads();  // the previous tile's K and V are no longer read
-        stage_bf16<HDMAX>(sK, k, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
-        stage_bf16<HDMAX>(sV, v, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
+        stage_bf16<HDMAX>(sK, k, g.k16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
+        stage_bf16<HDMAX>(sV, v, g.v16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
         __syncthreads();
         if (s0 > wlast || s0 + BK - 1 < wmin) continue;  // no row of this warp sees this tile
 
@@ -317,15 +360,33 @@ __global__ void __launch_bounds__(kThreads) attention_forward_tc_kernel(float* o
 
     if (!valid) return;
     const float inv = 1.0f / l;  // l >= exp(0) from the row's own key (seg_start <= t)
-    float* dst = out + (row_base + t) * ldq + int64_t(h) * g.HD;
+    const int64_t row_off = (row_base + t) * ldq + int64_t(h) * g.HD;
+    if (g.o16) {
+        bf16* dst = static_cast<bf16*>(out) + row_off;
 #pragma unroll
-    for (int c = 0; c < NC; c++) {
-        const int d = 4 * (2 * c + half);
-        if (d >= g.HD) continue;
-        if (g.vec4) {
-            *reinterpret_cast<float4*>(dst + d) = make_float4(o[c][0] * inv, o[c][1] * inv, o[c][2] * inv, o[c][3] * inv);
-        } else {
-            for (int e = 0; e < 4 && d + e < g.HD; e++) dst[d + e] = o[c][e] * inv;
+        for (int c = 0; c < NC; c++) {
+            const int d = 4 * (2 * c + half);
+            if (d >= g.HD) continue;
+            if (g.vec4) {
+                __nv_bfloat162* d2 = reinterpret_cast<__nv_bfloat162*>(dst + d);
+                d2[0] = __floats2bfloat162_rn(o[c][0] * inv, o[c][1] * inv);
+                d2[1] = __floats2bfloat162_rn(o[c][2] * inv, o[c][3] * inv);
+            } else {
+                for (int e = 0; e < 4 && d + e < g.HD; e++) dst[d + e] = __float2bfloat16_rn(o[c][e] * inv);
+            }
+        }
+    } else {
+        float* dst = static_cast<float*>(out) + row_off;
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            const int d = 4 * (2 * c + half);
+            if (d >= g.HD) continue;
+            if (g.vec4) {
+                *reinterpret_cast<float4*>(dst + d) =
+                    make_float4(o[c][0] * inv, o[c][1] * inv, o[c][2] * inv, o[c][3] * inv);
+            } else {
+                for (int e = 0; e < 4 && d + e < g.HD; e++) dst[d + e] = o[c][e] * inv;
+            }
         }
     }
     if (half == 0) lse[(int64_t(b) * g.NH + h) * g.T + t] = m + logf(l);
@@ -338,8 +399,8 @@ __global__ void __launch_bounds__(kThreads) attention_forward_tc_kernel(float* o
 
 // dq, dout, q (B, T, NH, HD); k, v (B, T, NKV, HD); lse, D (B, NH, T). Grid (ceil(T / 64), NH, B).
 template <int HDMAX>
-__global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(float* dq, const float* dout, const float* q,
-                                                                   const float* k, const float* v, const float* lse,
+__global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(float* dq, const float* dout, const void* q,
+                                                                   const void* k, const void* v, const float* lse,
                                                                    const float* D, const int32_t* seg_start, Dims g) {
 #if TUNER_TC_ARCH_OK
     constexpr int L = ldh<HDMAX>(), NF = HDMAX / 16;
@@ -365,8 +426,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(float* dq, co
     const float Dt = valid ? D[(int64_t(b) * g.NH + h) * g.T + t] : 0.0f;
     const int wmin = warp_min_int(lo), wlast = min(g.T - 1, q0 + warp * 16 + 15);
 
-    stage_bf16<HDMAX>(sQ, q, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g);
-    stage_bf16<HDMAX>(sdO, dout, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g);
+    stage_bf16<HDMAX>(sQ, q, g.q16, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g);
+    stage_f32<HDMAX>(sdO, dout, row_base, ldq, int64_t(h) * g.HD, q0, BQ, g);
     if (lane == 0) sMin[warp] = wmin;
     __syncthreads();
     int kmin = sMin[0];
@@ -380,8 +441,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(float* dq, co
 
     for (int s0 = kmin / BK * BK; s0 <= kmax; s0 += BK) {
         __syncthreads();
-        stage_bf16<HDMAX>(sK, k, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
-        stage_bf16<HDMAX>(sV, v, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
+        stage_bf16<HDMAX>(sK, k, g.k16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
+        stage_bf16<HDMAX>(sV, v, g.v16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BK, g);
         __syncthreads();
         if (s0 > wlast || s0 + BK - 1 < wmin) continue;
 
@@ -432,7 +493,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(float* dq, co
 // dk, dv, k, v (B, T, NKV, HD); dout, q (B, T, NH, HD); lse, D (B, NH, T). Grid (ceil(T / 64), NKV, B).
 template <int HDMAX>
 __global__ void __launch_bounds__(kThreads) attention_dkv_tc_kernel(float* dk, float* dv, const float* dout,
-                                                                    const float* q, const float* k, const float* v,
+                                                                    const void* q, const void* k, const void* v,
                                                                     const float* lse, const float* D,
                                                                     const int32_t* seg_start, Dims g) {
 #if TUNER_TC_ARCH_OK
@@ -457,8 +518,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_tc_kernel(float* dk, f
     const int s_last = min(g.T - 1, s0 + BQ - 1);
     const int64_t ldq = int64_t(g.NH) * g.HD, ldkv = int64_t(g.NKV) * g.HD, row_base = int64_t(b) * g.T;
 
-    stage_bf16<HDMAX>(sK, k, row_base, ldkv, int64_t(kvh) * g.HD, s0, BQ, g);
-    stage_bf16<HDMAX>(sV, v, row_base, ldkv, int64_t(kvh) * g.HD, s0, BQ, g);
+    stage_bf16<HDMAX>(sK, k, g.k16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BQ, g);
+    stage_bf16<HDMAX>(sV, v, g.v16, row_base, ldkv, int64_t(kvh) * g.HD, s0, BQ, g);
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> dka[NF], dva[NF];
 #pragma unroll
@@ -482,8 +543,8 @@ __global__ void __launch_bounds__(kThreads) attention_dkv_tc_kernel(float* dk, f
             }
             // Skip a query tile none of whose queries sees a key of this block (other packed segments).
             if (!__syncthreads_or(any)) continue;
-            stage_bf16<HDMAX>(sQ, q, row_base, ldq, int64_t(h) * g.HD, t0, BK, g);
-            stage_bf16<HDMAX>(sdO, dout, row_base, ldq, int64_t(h) * g.HD, t0, BK, g);
+            stage_bf16<HDMAX>(sQ, q, g.q16, row_base, ldq, int64_t(h) * g.HD, t0, BK, g);
+            stage_f32<HDMAX>(sdO, dout, row_base, ldq, int64_t(h) * g.HD, t0, BK, g);
             __syncthreads();
             if (sw >= g.T) continue;  // this warp's keys are all past T
 
