@@ -8,7 +8,7 @@ namespace tuner::cuda {
     fail("[cuda] {}: tuner was built without CUDA (nvcc was not found at build time, or -DTUNER_CUDA=OFF)", what)
 
 void scale_inplace(float*, int64_t, float) { NO_CUDA("scale_inplace"); }
-void lora_dropout_forward(float*, const float*, int64_t, uint64_t, uint32_t, float) { NO_CUDA("lora_dropout_forward"); }
+void lora_dropout_forward(ActOut, ActIn, int64_t, uint64_t, uint32_t, float) { NO_CUDA("lora_dropout_forward"); }
 void lora_dropout_backward_add(float*, const float*, int64_t, uint64_t, uint32_t, float) {
     NO_CUDA("lora_dropout_backward_add");
 }
