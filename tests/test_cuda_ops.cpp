@@ -21,6 +21,7 @@
 //  * AdamW: bit-exact against the step computed on the host with every operation rounded
 //    separately (what the kernel specifies); 4e-7 (norm-wise) against the CPU's AdamW, whose
 //    compiler fuses multiply-adds the kernel rounds twice.
+//  * bf16 activations (ActIn / ActOut): see "bf16 activations" below.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,8 +32,10 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/device_ops.h"
 #include "backend/kernels.h"
 #include "core/dtype.h"
+#include "nn/lora.h"
 #include "nn/param.h"
 #include "quant/quant.h"
 #include "testing.h"
@@ -654,6 +657,440 @@ TEST(CudaCrossEntropy, TargetOutsideVocabularyIsAnError) {
                                     1.0f);
     });
     EXPECT_CONTAINS(msg, "outside the vocabulary");
+}
+
+// =============================================================================================
+// bf16 activations (kernels.h ActIn / ActOut)
+// =============================================================================================
+//
+// Each op that takes an ActIn / ActOut runs on the device with bf16 storage and is compared with
+// the CPU backend given the same bf16 inputs (backend/cpu/act_f32.h: widen on load, f32 math,
+// round to nearest even on store: the reference). Inputs are random floats rounded to bf16, so
+// both sides read exactly the same values. Tolerances:
+//  * lora_dropout_forward: bit-exact (one rounded f32 multiply, then one rounding to bf16).
+//  * swiglu h, rope, rmsnorm / add_rmsnorm out: at most 1 bf16 ulp per element (the f32 values
+//    differ by a few f32 ulp, see the f32 tolerances above; rounding to bf16 makes them equal
+//    except where they straddle a rounding boundary). x_sum of add_rmsnorm, rstd and the f32
+//    outputs of mixed calls keep the f32 tolerances (exact / 1e-5).
+//  * matmul: the BF16 GEMM tolerance (2e-2 of the tensor's max) wherever the CPU multiplies f32
+//    weights the device rounds to bf16; with a BF16 weight both sides multiply the same numbers
+//    and the outputs are held to 2 bf16 ulps of the tensor's max (the device sums in another
+//    order and, with a bias, rounds the GEMM result to bf16 before adding the bias), f32 outputs
+//    to 1e-5. bf16 activations under F32 compute are an error (matmul.cu).
+//  * attention: out within 1 bf16 ulp of the tensor's max plus the f32 tolerance for the f32
+//    kernels (F32 compute, head dim > 128), 1e-2 for the tensor-core kernels (as their f32
+//    test); lse and the f32 gradients keep the tolerances of attention_tol.
+// TUNER_PRINT_ERRORS=1 prints the worst error of every comparison.
+
+bool print_errors() {
+    const char* e = std::getenv("TUNER_PRINT_ERRORS");
+    return e && *e && std::strcmp(e, "0") != 0;
+}
+
+using Bf16 = std::vector<uint16_t>;
+
+Bf16 to_bf16(const std::vector<float>& x) {
+    Bf16 b(x.size());
+    convert_from_f32(b.data(), DType::BF16, x.data(), x.size());
+    return b;
+}
+std::vector<float> from_bf16(const Bf16& b) {
+    std::vector<float> x(b.size());
+    convert_to_f32(x.data(), b.data(), DType::BF16, b.size());
+    return x;
+}
+// Random floats already representable in bf16 (so an f32 copy and a bf16 copy hold the same values).
+std::vector<float> random_bf16_values(size_t n, uint64_t seed, float scale = 1.0f) {
+    return from_bf16(to_bf16(random_floats(n, seed, scale)));
+}
+
+ActIn bf16_in(const uint16_t* p) { return ActIn{p, DType::BF16}; }
+ActOut bf16_out(uint16_t* p) { return ActOut{p, DType::BF16}; }
+
+// bf16 values ordered as integers (so adjacent bf16 values are 1 apart across zero too).
+int32_t bf16_ordered(uint16_t b) { return (b & 0x8000u) ? -int32_t(b & 0x7fffu) : int32_t(b); }
+
+// Every element within max_ulps bf16 ulps of the reference (0: bit-exact).
+void expect_bf16_ulps(const Bf16& got, const Bf16& want, int max_ulps, const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    size_t bad = 0, differ = 0, worst = 0;
+    int32_t worst_d = -1;
+    for (size_t i = 0; i < got.size(); i++) {
+        const int32_t d = std::abs(bf16_ordered(got[i]) - bf16_ordered(want[i]));
+        if (d > 0) differ++;
+        if (d > max_ulps) bad++;
+        if (d > worst_d) worst_d = d, worst = i;
+    }
+    if (print_errors())
+        std::printf("[bf16] %s: worst %d bf16 ulp, %zu of %zu elements differ\n", what.c_str(), worst_d, differ,
+                    got.size());
+    EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements more than " << max_ulps
+                       << " bf16 ulp from the cpu; worst [" << worst << "] gpu " << from_bf16({got[worst]})[0]
+                       << " cpu " << from_bf16({want[worst]})[0] << " (" << worst_d << " ulp)";
+}
+
+// One bf16 ulp at the magnitude of m (the spacing of bf16 values in [2^e, 2^(e+1)) is 2^(e-7)).
+double bf16_ulp_of(double m) {
+    if (m <= 0.0) return 0.0;
+    int e = 0;
+    std::frexp(m, &e);  // m = f * 2^e, f in [0.5, 1): m in [2^(e-1), 2^e)
+    return std::ldexp(1.0, e - 1 - 7);
+}
+
+// max |got - want| <= ulps * (bf16 ulp of max |want|) + rel * max |want|: for bf16 outputs of
+// ops whose error is norm-wise (sums with cancelling terms).
+void expect_bf16_near(const std::vector<float>& got, const std::vector<float>& want, double ulps, double rel,
+                      const std::string& what) {
+    ASSERT_EQ(got.size(), want.size()) << what;
+    double scale = 0.0;
+    for (float w : want) scale = std::max(scale, double(std::fabs(w)));
+    const double tol = ulps * bf16_ulp_of(scale) + rel * scale;
+    size_t bad = 0, worst = 0;
+    double worst_err = -1.0;
+    for (size_t i = 0; i < got.size(); i++) {
+        const double err = std::fabs(double(got[i]) - double(want[i]));
+        if (!(err <= tol)) bad++;
+        if (!(err <= worst_err)) worst_err = err, worst = i;
+    }
+    if (print_errors())
+        std::printf("[bf16] %s: worst |err| %.3g = %.3g of max|cpu| (%.3g bf16 ulp of max; tol %.3g)\n", what.c_str(),
+                    worst_err, worst_err / scale, worst_err / bf16_ulp_of(scale), tol);
+    EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements out of tolerance; worst [" << worst
+                       << "] gpu " << got[worst] << " cpu " << want[worst] << " (|err| " << worst_err << ", tol "
+                       << tol << ")";
+}
+
+// expect_near that also prints the worst relative error under TUNER_PRINT_ERRORS.
+void expect_near_p(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what,
+                   double min_scale = 0.0) {
+    if (print_errors()) {
+        double scale = min_scale, worst = 0.0;
+        for (float w : want) scale = std::max(scale, double(std::fabs(w)));
+        for (size_t i = 0; i < got.size() && i < want.size(); i++)
+            worst = std::max(worst, std::fabs(double(got[i]) - double(want[i])));
+        std::printf("[bf16] %s: worst |err| / max|cpu| %.3g (tol %.3g)\n", what.c_str(), worst / scale, tol);
+    }
+    expect_near(got, want, tol, what, min_scale);
+}
+
+TEST(CudaBf16Acts, SwiGLU) {
+    TUNER_REQUIRE_CUDA();
+    Dev dev;
+    const int64_t n = 3 * 1536 + 7;
+    const auto gate = random_bf16_values(size_t(n), 303, 6.0f), up = random_bf16_values(size_t(n), 304);
+    const auto dh = random_floats(size_t(n), 305);
+    const Bf16 gb = to_bf16(gate), ub = to_bf16(up);
+    uint16_t *gd = dev.up(gb), *ud = dev.up(ub);
+    float *gfd = dev.up(gate), *dhd = dev.up(dh);
+
+    // bf16 gate, up -> bf16 h.
+    Bf16 h(static_cast<size_t>(n));
+    cpu::swiglu_forward(bf16_out(h.data()), bf16_in(gb.data()), bf16_in(ub.data()), n);
+    uint16_t* hd = dev.zeros<uint16_t>(size_t(n));
+    cuda::swiglu_forward(bf16_out(hd), bf16_in(gd), bf16_in(ud), n);
+    expect_bf16_ulps(Dev::down(hd, size_t(n)), h, 1, "swiglu h (bf16 in, bf16 out)");
+
+    // Mixed: f32 gate, bf16 up -> f32 h (the same values as the f32 op: f32 tolerance).
+    std::vector<float> hf(static_cast<size_t>(n));
+    cpu::swiglu_forward(hf.data(), gate.data(), bf16_in(ub.data()), n);
+    float* hfd = dev.zeros<float>(size_t(n));
+    cuda::swiglu_forward(hfd, gfd, bf16_in(ud), n);
+    expect_near_p(Dev::down(hfd, size_t(n)), hf, 1e-5, "swiglu h (f32 gate, bf16 up, f32 out)");
+
+    // Backward from bf16 gate, up: f32 gradients, f32 tolerance.
+    std::vector<float> dgate(static_cast<size_t>(n)), dup(static_cast<size_t>(n));
+    cpu::swiglu_backward(dgate.data(), dup.data(), dh.data(), bf16_in(gb.data()), bf16_in(ub.data()), n);
+    float *dgd = dev.zeros<float>(size_t(n)), *dud = dev.zeros<float>(size_t(n));
+    cuda::swiglu_backward(dgd, dud, dhd, bf16_in(gd), bf16_in(ud), n);
+    expect_near_p(Dev::down(dgd, size_t(n)), dgate, 1e-5, "swiglu dgate (bf16 gate, up)");
+    expect_near_p(Dev::down(dud, size_t(n)), dup, 1e-5, "swiglu dup (bf16 gate, up)");
+}
+
+TEST(CudaBf16Acts, Rope) {
+    TUNER_REQUIRE_CUDA();
+    for (int HD : {8, 64, 128}) {
+        SCOPED_TRACE(HD);
+        Dev dev;
+        const int64_t N = 300;
+        const int H = 5;
+        std::vector<int32_t> pos(static_cast<size_t>(N));
+        Rng rng(307);
+        for (auto& p : pos) p = rng.below(8192);
+        const auto inv_freq = inv_freq_for(HD, 500000.0);
+        const Bf16 x = to_bf16(random_floats(size_t(N * H * HD), 308));
+        Bf16 y = x;
+        cpu::rope_forward(bf16_out(y.data()), pos.data(), inv_freq.data(), N, H, HD);
+        uint16_t* yd = dev.up(x);
+        cuda::rope_forward(bf16_out(yd), dev.up(pos), dev.up(inv_freq), N, H, HD);
+        expect_bf16_ulps(Dev::down(yd, x.size()), y, 1, "rope forward in place (bf16)");
+    }
+}
+
+TEST(CudaBf16Acts, RMSNormAndAddRMSNorm) {
+    TUNER_REQUIRE_CUDA();
+    for (int64_t C : {37, 576, 4096}) {
+        SCOPED_TRACE(C);
+        Dev dev;
+        const int64_t N = 133;
+        const auto x = random_floats(size_t(N * C), 309, 3.0f), w = random_floats(size_t(C), 310);
+        const auto b = random_floats(size_t(N * C), 311);
+        Bf16 out(size_t(N * C)), out2(size_t(N * C));
+        std::vector<float> rstd(static_cast<size_t>(N)), rstd2(static_cast<size_t>(N)), sum(size_t(N * C));
+        cpu::rmsnorm_forward(bf16_out(out.data()), rstd.data(), x.data(), w.data(), N, C, 1e-6f);
+        cpu::add_rmsnorm_forward(sum.data(), bf16_out(out2.data()), rstd2.data(), x.data(), b.data(), w.data(), N, C,
+                                 1e-6f);
+        float *xd = dev.up(x), *wd = dev.up(w), *rd = dev.zeros<float>(size_t(N));
+        uint16_t* od = dev.zeros<uint16_t>(out.size());
+        cuda::rmsnorm_forward(bf16_out(od), rd, xd, wd, N, C, 1e-6f);
+        expect_bf16_ulps(Dev::down(od, out.size()), out, 1, "rmsnorm out (bf16)");
+        expect_near_p(Dev::down(rd, rstd.size()), rstd, 1e-5, "rmsnorm rstd (bf16 out)");
+        float *ad = dev.up(x), *bd = dev.up(b);
+        cuda::add_rmsnorm_forward(ad, bf16_out(od), rd, ad, bd, wd, N, C, 1e-6f);  // x_sum aliasing a
+        EXPECT_EQ(Dev::down(ad, sum.size()), sum);                                  // one f32 add: exact
+        expect_bf16_ulps(Dev::down(od, out2.size()), out2, 1, "add_rmsnorm out (bf16)");
+        expect_near_p(Dev::down(rd, rstd2.size()), rstd2, 1e-5, "add_rmsnorm rstd (bf16 out)");
+    }
+}
+
+TEST(CudaBf16Acts, LoraDropoutEveryDtypePairBitExact) {
+    TUNER_REQUIRE_CUDA();
+    Dev dev;
+    const int64_t n = 100003;
+    const float p = 0.1f;
+    const uint64_t key = 0x1234abcd5678ull;
+    const auto x = random_floats(size_t(n), 312);
+    const Bf16 xb = to_bf16(x);
+    float* xfd = dev.up(x);
+    uint16_t* xbd = dev.up(xb);
+    const uint32_t thr = lora_dropout_threshold(p);
+    const float keep = 1.0f / (1.0f - p);
+    for (bool in16 : {false, true}) {
+        for (bool out16 : {false, true}) {
+            const std::string what = std::string("lora_dropout_forward ") + (in16 ? "bf16" : "f32") + " -> " +
+                                     (out16 ? "bf16" : "f32");
+            const ActIn xin = in16 ? bf16_in(xb.data()) : ActIn(x.data());
+            const ActIn xdev = in16 ? bf16_in(xbd) : ActIn(xfd);
+            if (out16) {
+                Bf16 want(static_cast<size_t>(n));
+                lora_dropout_forward(bf16_out(want.data()), xin, n, key, p);
+                uint16_t* od = dev.zeros<uint16_t>(size_t(n));
+                cuda::lora_dropout_forward(bf16_out(od), xdev, n, key, thr, keep);
+                expect_bf16_ulps(Dev::down(od, size_t(n)), want, 0, what);
+            } else {
+                std::vector<float> want(static_cast<size_t>(n));
+                lora_dropout_forward(want.data(), xin, n, key, p);
+                float* od = dev.zeros<float>(size_t(n));
+                cuda::lora_dropout_forward(od, xdev, n, key, thr, keep);
+                expect_near(Dev::down(od, size_t(n)), want, 0.0, what);
+            }
+        }
+    }
+    // In place on bf16 (out aliases x, as nn/lora.h allows).
+    Bf16 want = xb;
+    lora_dropout_forward(bf16_out(want.data()), bf16_in(want.data()), n, key, p);
+    uint16_t* inplace = dev.up(xb);
+    cuda::lora_dropout_forward(bf16_out(inplace), bf16_in(inplace), n, key, thr, keep);
+    expect_bf16_ulps(Dev::down(inplace, size_t(n)), want, 0, "lora_dropout_forward bf16 in place");
+}
+
+// matmul with bf16 x and / or y (BF16 compute) against the CPU given the same bf16 values.
+void check_matmul_bf16_acts(int64_t N, int64_t in, int64_t out, const WeightCase& wc) {
+    SCOPED_TRACE(::testing::Message() << "N=" << N << " in=" << in << " out=" << out << " weight=" << wc.name);
+    const bool same_operands = wc.dtype == DType::BF16;  // both sides multiply exactly the same numbers
+    const double gemm = gemm_tol(cuda::MatmulCompute::BF16);
+    // bf16 outputs: 2 bf16 ulps of the max (same operands) or the GEMM tolerance; f32 outputs:
+    // 1e-5 (same operands) or the GEMM tolerance.
+    const double ulps16 = same_operands ? 2.0 : 0.0, rel16 = same_operands ? 0.0 : gemm;
+    const double tol32 = same_operands ? 1e-5 : gemm;
+    Dev dev;
+    const auto x = random_bf16_values(size_t(N * in), 321), bias = random_floats(size_t(out), 322);
+    const auto y0 = random_bf16_values(size_t(N * out), 323), dy = random_floats(size_t(N * out), 324);
+    const HostWeight hw = make_weight(random_floats(size_t(out * in), 325, 0.5f), out, in, wc.dtype, wc.nf4_dq);
+    const WeightView wd = to_device(dev, hw);
+    const Bf16 xb = to_bf16(x), y0b = to_bf16(y0);
+    uint16_t* xbd = dev.up(xb);
+    float *xfd = dev.up(x), *bd = dev.up(bias), *dyd = dev.up(dy);
+    const std::string w = std::string(" [") + wc.name + " weight]";
+
+    // bf16 x -> bf16 y, with bias.
+    Bf16 y(size_t(N * out));
+    cpu::matmul_forward(bf16_out(y.data()), bf16_in(xb.data()), hw.view, bias.data(), N, false);
+    uint16_t* yd = dev.zeros<uint16_t>(y.size());
+    cuda::matmul_forward(bf16_out(yd), bf16_in(xbd), wd, bd, N, false);
+    expect_bf16_near(from_bf16(Dev::down(yd, y.size())), from_bf16(y), ulps16, rel16,
+                     "matmul_forward bf16 x -> bf16 y, bias" + w);
+
+    // accumulate = true into a bf16 y (no bias): y = bf16(y + x W^T).
+    Bf16 yacc = y0b;
+    cpu::matmul_forward(bf16_out(yacc.data()), bf16_in(xb.data()), hw.view, nullptr, N, true);
+    uint16_t* yaccd = dev.up(y0b);
+    cuda::matmul_forward(bf16_out(yaccd), bf16_in(xbd), wd, nullptr, N, true);
+    expect_bf16_near(from_bf16(Dev::down(yaccd, yacc.size())), from_bf16(yacc), ulps16, rel16,
+                     "matmul_forward bf16 x -> bf16 y (+=)" + w);
+
+    // Mixed: bf16 x -> f32 y (bias), f32 x -> bf16 y, f32 x += into bf16 y with bias.
+    std::vector<float> yf(size_t(N * out));
+    cpu::matmul_forward(yf.data(), bf16_in(xb.data()), hw.view, bias.data(), N, false);
+    float* yfd = dev.zeros<float>(yf.size());
+    cuda::matmul_forward(yfd, bf16_in(xbd), wd, bd, N, false);
+    expect_near_p(Dev::down(yfd, yf.size()), yf, tol32, "matmul_forward bf16 x -> f32 y, bias" + w);
+
+    Bf16 y2(size_t(N * out));
+    cpu::matmul_forward(bf16_out(y2.data()), x.data(), hw.view, nullptr, N, false);
+    uint16_t* y2d = dev.zeros<uint16_t>(y2.size());
+    cuda::matmul_forward(bf16_out(y2d), xfd, wd, nullptr, N, false);
+    expect_bf16_near(from_bf16(Dev::down(y2d, y2.size())), from_bf16(y2), ulps16, rel16,
+                     "matmul_forward f32 x -> bf16 y" + w);
+
+    Bf16 y3 = y0b;
+    cpu::matmul_forward(bf16_out(y3.data()), x.data(), hw.view, bias.data(), N, true);
+    uint16_t* y3d = dev.up(y0b);
+    cuda::matmul_forward(bf16_out(y3d), xfd, wd, bd, N, true);
+    expect_bf16_near(from_bf16(Dev::down(y3d, y3.size())), from_bf16(y3), ulps16, rel16,
+                     "matmul_forward f32 x -> bf16 y (+=), bias" + w);
+
+    // Weight gradient from a bf16 x (dy is f32 and rounded to bf16 on the device: GEMM tolerance).
+    if (wc.dtype != DType::F32) return;
+    const auto dw0 = random_floats(size_t(out * in), 326), db0 = random_floats(size_t(out), 327);
+    std::vector<float> dw = dw0, db = db0;
+    cpu::matmul_backward_weight(dw.data(), db.data(), dy.data(), bf16_in(xb.data()), N, out, in);
+    float *dwd = dev.up(dw0), *dbd = dev.up(db0);
+    cuda::matmul_backward_weight(dwd, dbd, dyd, bf16_in(xbd), N, out, in);
+    expect_near_p(Dev::down(dwd, dw.size()), dw, gemm, "matmul_backward_weight dW (+=), bf16 x");
+    expect_near_p(Dev::down(dbd, db.size()), db, 1e-5, "matmul_backward_weight dbias (+=), bf16 x");
+}
+
+TEST(CudaBf16Acts, MatmulBf16ActivationsAndMixedCalls) {
+    TUNER_REQUIRE_CUDA();
+    ComputeScope scope(cuda::MatmulCompute::BF16);
+    check_matmul_bf16_acts(37, 40, 24, weight_cases()[0]);  // odd sizes
+    for (int i : {0, 1, 3}) check_matmul_bf16_acts(67, 512, 200, weight_cases()[size_t(i)]);  // F32, BF16, NF4
+}
+
+TEST(CudaBf16Acts, MatmulBf16YSeveralWeightTiles) {
+    TUNER_REQUIRE_CUDA();
+    // 64-row tiles of W: columns [r0, r0 + rows) of a bf16 y written per tile (y.offset(r0)).
+    ComputeScope scope(cuda::MatmulCompute::BF16, 64 * 512);
+    for (int i : {0, 3, 5}) check_matmul_bf16_acts(67, 512, 200, weight_cases()[size_t(i)]);  // F32, NF4, Q8_0
+}
+
+TEST(CudaBf16Acts, MatmulEmptyProductZeroesBf16Y) {
+    TUNER_REQUIRE_CUDA();
+    ComputeScope scope(cuda::MatmulCompute::BF16);
+    Dev dev;
+    const int64_t N = 5, out = 7;
+    const Bf16 garbage = to_bf16(random_floats(size_t(N * out), 328));
+    uint16_t* yd = dev.up(garbage);
+    float* xd = dev.zeros<float>(1);
+    float* wdata = dev.zeros<float>(1);
+    cuda::matmul_forward(bf16_out(yd), bf16_in(reinterpret_cast<const uint16_t*>(xd)),
+                         WeightView{wdata, DType::F32, out, 0}, nullptr, N, false);
+    expect_bf16_ulps(Dev::down(yd, garbage.size()), Bf16(garbage.size(), 0), 0, "matmul_forward in = 0, bf16 y");
+}
+
+TEST(CudaBf16Acts, MatmulBf16ActivationNeedsBf16Compute) {
+    TUNER_REQUIRE_CUDA();
+    for (cuda::MatmulCompute c : {cuda::MatmulCompute::F32, cuda::MatmulCompute::TF32}) {
+        ComputeScope scope(c);
+        Dev dev;
+        const int64_t N = 8, in = 16, out = 8;
+        uint16_t* xd = dev.zeros<uint16_t>(size_t(N * in));
+        float* yd = dev.zeros<float>(size_t(N * out));
+        float* wdata = dev.zeros<float>(size_t(out * in));
+        const WeightView w{wdata, DType::F32, out, in};
+        const std::string m1 = tuner::testing::error_of([&] { cuda::matmul_forward(yd, bf16_in(xd), w, nullptr, N, false); });
+        EXPECT_CONTAINS(m1, "matmul_forward");
+        EXPECT_CONTAINS(m1, "bf16");
+        const std::string m2 = tuner::testing::error_of(
+            [&] { cuda::matmul_forward(bf16_out(xd), yd, WeightView{wdata, DType::F32, in, out}, nullptr, N, false); });
+        EXPECT_CONTAINS(m2, "bf16");
+        const std::string m3 =
+            tuner::testing::error_of([&] { cuda::matmul_backward_weight(wdata, nullptr, yd, bf16_in(xd), N, out, in); });
+        EXPECT_CONTAINS(m3, "matmul_backward_weight");
+    }
+}
+
+// Attention with q, k, v and out in the given dtypes (bf16 storage where true), forward and
+// backward, against the CPU given the same bf16 values.
+void check_attention_bf16(const AttnShape& s, bool segments, uint64_t seed, cuda::MatmulCompute compute, bool qkv16,
+                          bool out16) {
+    SCOPED_TRACE(::testing::Message() << "B=" << s.B << " T=" << s.T << " NH=" << s.NH << " NKV=" << s.NKV
+                                      << " HD=" << s.HD << " segments=" << segments << " compute="
+                                      << compute_name(compute) << " qkv=" << (qkv16 ? "bf16" : "f32")
+                                      << " out=" << (out16 ? "bf16" : "f32"));
+    ComputeScope scope(compute);
+    const AttnTol tol = attention_tol(compute, s.HD);
+    const bool tc = compute == cuda::MatmulCompute::BF16 && s.HD <= 128;
+    Dev dev;
+    cuda::reserve_workspace(std::max<size_t>(cuda::attention_workspace_bytes(s), 1));
+    const size_t nq = size_t(s.B) * s.T * s.NH * s.HD, nkv = size_t(s.B) * s.T * s.NKV * s.HD;
+    const size_t nl = size_t(s.B) * s.NH * s.T;
+    const auto q = random_bf16_values(nq, seed), k = random_bf16_values(nkv, seed + 1);
+    const auto v = random_bf16_values(nkv, seed + 2), dout = random_floats(nq, seed + 3);
+    const Bf16 qb = to_bf16(q), kb = to_bf16(k), vb = to_bf16(v);
+    const std::vector<int32_t> seg = segments ? random_segments(s.B, s.T, seed + 4, 40) : std::vector<int32_t>();
+    const int32_t* seg_h = segments ? seg.data() : nullptr;
+    const ActIn qh = qkv16 ? bf16_in(qb.data()) : ActIn(q.data()), kh = qkv16 ? bf16_in(kb.data()) : ActIn(k.data()),
+                vh = qkv16 ? bf16_in(vb.data()) : ActIn(v.data());
+    const ActIn qd = qkv16 ? bf16_in(dev.up(qb)) : ActIn(dev.up(q)), kd = qkv16 ? bf16_in(dev.up(kb)) : ActIn(dev.up(k)),
+                vd = qkv16 ? bf16_in(dev.up(vb)) : ActIn(dev.up(v));
+    const int32_t* segd = segments ? dev.up(seg) : nullptr;
+    float* doutd = dev.up(dout);
+
+    // Forward: out in f32 or bf16; the reference's out (as stored) also feeds both backwards.
+    std::vector<float> lse(nl), out_f(nq);
+    Bf16 out_b(out16 ? nq : 0);
+    const ActOut out_h = out16 ? bf16_out(out_b.data()) : ActOut(out_f.data());
+    cpu::attention_forward(out_h, lse.data(), qh, kh, vh, seg_h, s);
+    float* ld = dev.zeros<float>(nl);
+    void* od = out16 ? static_cast<void*>(dev.zeros<uint16_t>(nq)) : static_cast<void*>(dev.zeros<float>(nq));
+    const ActOut out_d{od, out16 ? DType::BF16 : DType::F32};
+    cuda::attention_forward(out_d, ld, qd, kd, vd, segd, s);
+    if (out16) {
+        const std::vector<float> got = from_bf16(Dev::down(static_cast<uint16_t*>(od), nq)), want = from_bf16(out_b);
+        if (tc) expect_bf16_near(got, want, 0.0, tol.out, "attention out (bf16)");
+        else expect_bf16_near(got, want, 1.0, tol.out, "attention out (bf16)");
+    } else {
+        expect_near_p(Dev::down(static_cast<float*>(od), nq), out_f, tol.out, "attention out (f32)");
+    }
+    expect_near_p(Dev::down(ld, nl), lse, tol.lse, "attention lse");
+
+    // Backward from the CPU's out and lse.
+    std::vector<float> dq(nq), dk(nkv), dv(nkv);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), qh, kh, vh, ActIn(out_h), lse.data(), seg_h,
+                            s);
+    if (out16) cuda::copy_to_device(od, out_b.data(), nq * 2);
+    else cuda::copy_to_device(od, out_f.data(), nq * 4);
+    cuda::copy_to_device(ld, lse.data(), nl * 4);
+    float *dqd = dev.zeros<float>(nq), *dkd = dev.zeros<float>(nkv), *dvd = dev.zeros<float>(nkv);
+    cuda::attention_backward(dqd, dkd, dvd, doutd, qd, kd, vd, ActIn(out_d), ld, segd, s);
+    expect_near_p(Dev::down(dqd, nq), dq, tol.grad, "attention dq", tol.grad_min_scale);
+    expect_near_p(Dev::down(dkd, nkv), dk, tol.grad, "attention dk", tol.grad_min_scale);
+    expect_near_p(Dev::down(dvd, nkv), dv, tol.grad, "attention dv", tol.grad_min_scale);
+}
+
+// The tensor-core kernels (BF16 compute, HD <= 128): bf16 q, k, v staged as stored, out written
+// as bf16; HD = 30 takes the scalar (not 4-wide) global accesses.
+TEST(CudaBf16Acts, AttentionTensorCores) {
+    TUNER_REQUIRE_CUDA();
+    const auto bf16 = cuda::MatmulCompute::BF16;
+    check_attention_bf16({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 401, bf16, true, true);
+    check_attention_bf16({.B = 1, .T = 150, .NH = 4, .NKV = 2, .HD = 128}, true, 402, bf16, true, true);
+    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 30}, true, 403, bf16, true, true);
+    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, true, 404, bf16, true, false);  // mixed
+    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, true, 405, bf16, false, true);  // mixed
+}
+
+// The f32 kernels with bf16 storage: F32 compute, and head dims over 128 under BF16 compute.
+TEST(CudaBf16Acts, AttentionF32Kernels) {
+    TUNER_REQUIRE_CUDA();
+    const auto f32 = cuda::MatmulCompute::F32;
+    check_attention_bf16({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, true, 411, f32, true, true);
+    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 30}, true, 412, f32, true, true);
+    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, false, 413, f32, true, false);  // mixed
+    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, false, 414, f32, false, true);  // mixed
+    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 256}, true, 415, cuda::MatmulCompute::BF16, true,
+                         true);
 }
 
 // =============================================================================================
