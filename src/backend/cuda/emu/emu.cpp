@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "cuda_runtime.h"
+#include "mma_ptx_emu.h"
 
 uint3 threadIdx{0, 0, 0}, blockIdx{0, 0, 0};
 dim3 blockDim{1, 1, 1}, gridDim{1, 1, 1};
@@ -79,6 +81,15 @@ struct Thread {
     // A pending warp_collective: its function and name.
     CollectiveFn coll_fn = nullptr;
     const char* coll_name = nullptr;
+    // cp.async copies issued and not yet completed (mma_ptx_emu.h): their bytes (read at issue),
+    // destination and commit group; cp_open is the index of the open (uncommitted) group.
+    struct CpAsync {
+        uint8_t* dst;
+        uint8_t bytes[16];
+        int n, group;
+    };
+    std::vector<CpAsync> cp_pending;
+    int cp_open = 0;
 #if !defined(__x86_64__)
     ucontext_t ctx;
 #endif
@@ -201,10 +212,22 @@ const char* warp_op_name(WarpOp op) {
 
 // ---- fibers ---------------------------------------------------------------------------------------
 
+// Completes thread t's pending cp.async copies of groups < `before` (all of them: INT_MAX).
+void cp_complete(Thread& t, int before) {
+    size_t keep = 0;
+    for (size_t i = 0; i < t.cp_pending.size(); i++) {
+        Thread::CpAsync& c = t.cp_pending[i];
+        if (c.group < before) std::memcpy(c.dst, c.bytes, size_t(c.n));
+        else t.cp_pending[keep++] = c;
+    }
+    t.cp_pending.resize(keep);
+}
+
 [[noreturn]] void fiber_main() {
     State& s = S();
     s.invoke(s.closure);
     Thread& t = s.th[size_t(s.cur)];
+    cp_complete(t, INT_MAX);  // copies never waited for still land (the kernel cannot read them)
     t.st = St::Done;
     s.done++;
 #if defined(__x86_64__)
@@ -243,6 +266,8 @@ void ensure_stacks(State& s, int n) {
 void start_fiber(State& s, int t) {
     Thread& th = s.th[size_t(t)];
     const Stack& st = s.stacks[size_t(t)];
+    th.cp_pending.clear();
+    th.cp_open = 0;
 #if defined(__x86_64__)
     uintptr_t top = reinterpret_cast<uintptr_t>(st.base + st.bytes) & ~uintptr_t(15);
     uint64_t* sp = reinterpret_cast<uint64_t*>(top - 72);
@@ -525,6 +550,65 @@ void warp_collective(const char* name, unsigned mask, void* arg, CollectiveFn fn
 }
 
 void die_in_kernel(const char* what) { die(what); }
+
+// ---- cp.async (mma_ptx_emu.h) -------------------------------------------------------------------
+
+void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+    State& s = S();
+    if (!s.in_kernel || s.cur < 0) {
+        std::fputs("[cuda emu] cp.async outside a kernel\n", stderr);
+        std::abort();
+    }
+    char buf[240];
+    if (bytes != 4 && bytes != 8 && bytes != 16) {
+        std::snprintf(buf, sizeof buf, "cp.async of %d bytes (4, 8 or 16)", bytes);
+        die(buf);
+    }
+    if (src_bytes < 0 || src_bytes > bytes) {
+        std::snprintf(buf, sizeof buf, "cp.async src-size %d outside [0, %d]", src_bytes, bytes);
+        die(buf);
+    }
+    uint8_t* d = static_cast<uint8_t*>(dst);
+    if (reinterpret_cast<uintptr_t>(dst) % uintptr_t(bytes) != 0 || reinterpret_cast<uintptr_t>(src) % uintptr_t(bytes) != 0) {
+        std::snprintf(buf, sizeof buf, "cp.async of %d bytes from %p to %p: both must be %d-byte aligned", bytes, src, dst,
+                      bytes);
+        die(buf);
+    }
+    if (d < s.smem || d + bytes > s.smem + s.smem_bytes) {
+        std::snprintf(buf, sizeof buf, "cp.async destination %p is not inside the launch's %zu bytes of dynamic shared memory",
+                      dst, s.smem_bytes);
+        die(buf);
+    }
+    Thread::CpAsync c{};
+    c.dst = d, c.n = bytes, c.group = s.th[size_t(s.cur)].cp_open;
+    if (src_bytes > 0) {
+        // The source must lie inside one cudaMalloc allocation (global memory).
+        const uintptr_t a = reinterpret_cast<uintptr_t>(src);
+        auto it = s.allocs.upper_bound(a);
+        bool ok = it != s.allocs.begin();
+        if (ok) {
+            --it;
+            ok = a >= it->first && a + size_t(src_bytes) <= it->first + it->second;
+        }
+        if (!ok) {
+            std::snprintf(buf, sizeof buf, "cp.async reads %d bytes at %p, outside every device allocation", src_bytes, src);
+            die(buf);
+        }
+        std::memcpy(c.bytes, src, size_t(src_bytes));
+    }
+    s.th[size_t(s.cur)].cp_pending.push_back(c);  // bytes past src_bytes stay 0 (zero fill)
+}
+
+void cp_async_commit() {
+    State& s = S();
+    s.th[size_t(s.cur)].cp_open++;
+}
+
+void cp_async_wait(int n) {
+    State& s = S();
+    Thread& t = s.th[size_t(s.cur)];
+    cp_complete(t, t.cp_open - (n < 0 ? 0 : n));  // committed groups are 0 .. cp_open - 1
+}
 
 cudaError_t func_get_attributes(cudaFuncAttributes* attr, const void* func) {
     if (!attr || !func) return cudaErrorInvalidValue;
