@@ -151,6 +151,7 @@ template <int HDMAX>
 __device__ __forceinline__ void stage_rows(bf16* tile, const bf16* x, int64_t row_base, int64_t ld, int64_t off, int r0,
                                            int nrows, int T, int HD) {
     constexpr int CPR = HDMAX / 8, LD = HDMAX + 8;
+#pragma unroll 1
     for (int i = threadIdx.x; i < nrows * CPR; i += kThreads) {
         const int r = i / CPR, c = (i % CPR) * 8, t = r0 + r;
         const bool ok = t < T && c < HD;
@@ -161,6 +162,7 @@ template <int HDMAX>
 __device__ __forceinline__ void stage_rows(bf16* tile, const float* x, int64_t row_base, int64_t ld, int64_t off, int r0,
                                            int nrows, int T, int HD) {
     constexpr int CPR = HDMAX / 8, LD = HDMAX + 8;
+#pragma unroll 1
     for (int i = threadIdx.x; i < nrows * CPR; i += kThreads) {
         const int r = i / CPR, c = (i % CPR) * 8, t = r0 + r;
         uint4 u = make_uint4(0u, 0u, 0u, 0u);
@@ -245,15 +247,6 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
     if (seg && w0 + lane < p.T) wlo_min = wlo_max = seg[w0 + lane];  // 32 lanes = 16 MT rows
     wlo_min = seg ? warp_min_i(wlo_min) : 0;
     wlo_max = seg ? warp_max_i(wlo_max) : 0;
-    // The lane's rows: w0 + 16 mt + 8 hf + g.
-    int lo[MT][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int t = w0 + 16 * mt + 8 * hf + g;
-            lo[mt][hf] = seg && t < p.T ? seg[t] : 0;
-        }
 
     stage_rows<HDMAX>(sQ, q, row_base, ldq, int64_t(h) * p.HD, q0, BR, p.T, p.HD);
     stage_rows<HDMAX>(sK, k, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, BC, p.T, p.HD);
@@ -300,7 +293,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int j = 0; j < NSB; j++) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.0f;
-#pragma unroll
+#pragma unroll(C::kQRegs ? NKS : 1)
             for (int kk = 0; kk < NKS; kk++) {
                 uint32_t a[MT][4];
 #pragma unroll
@@ -329,15 +322,25 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                    for (int j = 0; j < NSB; j++)
+                    for (int hf = 0; hf < 2; hf++) {
+                        // The lane's row t and its segment start (read here: registers are scarce).
+                        const int t = w0 + 16 * mt + 8 * hf + g;
+                        const int lo = seg && t < p.T ? seg[t] : 0;
 #pragma unroll
-                        for (int e = 0; e < 4; e++) {
-                            const int t = w0 + 16 * mt + 8 * (e >> 1) + g, key = s0 + 8 * j + 2 * tg + (e & 1);
-                            if (key > t || key < lo[mt][e >> 1]) s[mt][j][e] = -INFINITY;
-                        }
+                        for (int j = 0; j < NSB; j++)
+#pragma unroll
+                            for (int e = 2 * hf; e < 2 * hf + 2; e++) {
+                                const int key = s0 + 8 * j + 2 * tg + (e & 1);
+                                if (key > t || key < lo) s[mt][j][e] = -INFINITY;
+                            }
+                    }
             }
 
-            // Online softmax on each of the lane's 4 rows (a quad of lanes shares a row).
+            // Online softmax on each of the lane's 4 rows (a quad of lanes shares a row). P goes
+            // straight from the S accumulators into A-operand registers of P V, rounded to bf16
+            // (pa[mt][kk] = n-blocks 2kk, 2kk+1: register (j & 1) * 2 + hf holds block j's
+            // elements of row hf), so the 64 f32 of S die before P V.
+            uint32_t pa[MT][BC / 16][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -349,35 +352,36 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
                     const float m_new = fmaxf(m[mt][hf], mx * p.scale_log2);
                     // m_new = -inf: nothing visible yet in this row (p = 0, nothing to rescale).
                     const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-                    const float alpha = exp2f(m[mt][hf] - m_use);
+                    const float alpha = ptx::fast_exp2(m[mt][hf] - m_use);
                     m[mt][hf] = m_new;
+                    // O *= alpha (64 multiplies per lane at HDMAX 128), skipped when no row of the
+                    // warp's 8 moved its max (alpha = 1 exactly: common once the maxima settle).
+                    if (__any_sync(0xffffffffu, alpha != 1.0f)) {
+#pragma unroll
+                        for (int n = 0; n < NOB; n++) o[mt][n][2 * hf] *= alpha, o[mt][n][2 * hf + 1] *= alpha;
+                    }
                     float rs = 0.0f;
 #pragma unroll
-                    for (int j = 0; j < NSB; j++)
-#pragma unroll
-                        for (int e = 2 * hf; e < 2 * hf + 2; e++) {
-                            s[mt][j][e] = exp2f(s[mt][j][e] * p.scale_log2 - m_use);
-                            rs += s[mt][j][e];
-                        }
+                    for (int j = 0; j < NSB; j++) {
+                        const float p0 = ptx::fast_exp2(s[mt][j][2 * hf] * p.scale_log2 - m_use);
+                        const float p1 = ptx::fast_exp2(s[mt][j][2 * hf + 1] * p.scale_log2 - m_use);
+                        rs += p0 + p1;
+                        pa[mt][j >> 1][(j & 1) * 2 + hf] = ptx::pack_bf16x2(p0, p1);
+                    }
                     l[mt][hf] = l[mt][hf] * alpha + rs;  // this lane's part of the row sum (summed at the end)
-#pragma unroll
-                    for (int n = 0; n < NOB; n++) o[mt][n][2 * hf] *= alpha, o[mt][n][2 * hf + 1] *= alpha;
                 }
 
-            // O (32 x HDMAX) += P V, P straight from the S accumulators.
+            // O (32 x HDMAX) += P V.
 #pragma unroll
             for (int kk = 0; kk < BC / 16; kk++) {
-                uint32_t pa[MT][4];
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) acc_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
                 for (int np = 0; np < HDMAX / 16; np++) {
                     uint32_t vb[4];
                     load_b_rows_k<LD>(vb, vt, kk * 16, np * 16, lane);
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-                        ptx::mma_bf16_16816(o[mt][2 * np], pa[mt], vb[0], vb[1]);
-                        ptx::mma_bf16_16816(o[mt][2 * np + 1], pa[mt], vb[2], vb[3]);
+                        ptx::mma_bf16_16816(o[mt][2 * np], pa[mt][kk], vb[0], vb[1]);
+                        ptx::mma_bf16_16816(o[mt][2 * np + 1], pa[mt][kk], vb[2], vb[3]);
                     }
                 }
             }
@@ -552,7 +556,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
                 for (int e = 0; e < 4; e++) {
                     const int hf = e >> 1, t = w0 + 8 * hf + g, key = s0 + 8 * j + 2 * tg + (e & 1);
                     const bool vis = !mask || (key <= t && key >= lo[hf]);
-                    const float pr = vis ? exp2f(sc[j][e] * p.scale_log2 - L2[hf]) : 0.0f;
+                    const float pr = vis ? ptx::fast_exp2(sc[j][e] * p.scale_log2 - L2[hf]) : 0.0f;
                     sc[j][e] = pr * (dp[j][e] - Dt[hf]);
                 }
             // dQ (16 x HDMAX) += dS K.
@@ -718,7 +722,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, 
                 for (int e = 0; e < 4; e++) {
                     const int jq = 8 * j + 2 * tg + (e & 1), t = t0 + jq, key = sw + 8 * (e >> 1) + g;
                     const bool vis = !mask || (t < p.T && key <= t && key >= cLo[jq]);
-                    const float pr = vis ? exp2f(st[j][e] * p.scale_log2 - cL[jq] * kLog2e) : 0.0f;
+                    const float pr = vis ? ptx::fast_exp2(st[j][e] * p.scale_log2 - cL[jq] * kLog2e) : 0.0f;
                     st[j][e] = pr;
                     dpt[j][e] = pr * (dpt[j][e] - cD[jq]);
                 }

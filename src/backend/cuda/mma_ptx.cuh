@@ -11,6 +11,7 @@
 //   cp_async_4(dst, src, ok)  cp.async.ca 4 bytes
 //   cp_async_commit(), cp_async_wait<N>()   commit_group / wait_group N
 //   pack_bf16x2(lo, hi)       two f32 rounded to bf16 in one .b32 register (lo in the low half)
+//   fast_exp2(x)              ex2.approx.ftz.f32
 //
 // Register layouts (PTX ISA "Matrix Fragments for mma.m16n8k16 with floating point type"; g = lane
 // >> 2, t = lane % 4): A registers 0..3 hold rows g, g+8, g, g+8 and columns 2t..2t+1 (+8 for
@@ -123,6 +124,19 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 #endif  // TUNER_MMA_ARCH_OK
+
+// 2^x by the special-function unit (ex2.approx.ftz.f32: relative error ~2^-22, results below
+// 2^-126 flushed to 0, 2^-inf = 0): what softmax needs, without exp2f's slow path for subnormal
+// results (which costs registers in the attention kernels). The emulator uses exp2f.
+__device__ __forceinline__ float fast_exp2(float x) {
+#if defined(TUNER_CUDA_EMU) || !defined(__CUDA_ARCH__)
+    return exp2f(x);
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+#endif
+}
 
 // Two f32 rounded to nearest-even bf16, `lo` in the low 16 bits (the lower-numbered fragment element).
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
