@@ -132,14 +132,22 @@ struct Opts {
     DType in = DType::F32;        // q, k, v
     DType out = DType::F32;       // the forward's out and the out the backward reads
     bool check_repeat = false;    // the backward twice: bit-identical results
+    int split = 0;                // dk / dv blocks per (key block, kv head) (0: automatic)
+};
+
+// Sets attention_mma_force_dkv_split for one scope.
+struct SplitScope {
+    explicit SplitScope(int S) { cuda::attention_mma_force_dkv_split(S); }
+    ~SplitScope() { cuda::attention_mma_force_dkv_split(0); }
 };
 
 void check(const AttnShape& s, uint64_t seed, const Opts& o = {}) {
     SCOPED_TRACE(::testing::Message() << "B=" << s.B << " T=" << s.T << " NH=" << s.NH << " NKV=" << s.NKV
                                       << " HD=" << s.HD << " seg_len=" << o.seg_len << " in=" << dtype_name(o.in)
-                                      << " out=" << dtype_name(o.out));
-    std::printf("[mma] B=%d T=%d NH=%d NKV=%d HD=%d seg_len=%d in=%s out=%s\n", s.B, s.T, s.NH, s.NKV, s.HD, o.seg_len,
-                dtype_name(o.in), dtype_name(o.out));
+                                      << " out=" << dtype_name(o.out) << " split=" << o.split);
+    std::printf("[mma] B=%d T=%d NH=%d NKV=%d HD=%d seg_len=%d in=%s out=%s split=%d\n", s.B, s.T, s.NH, s.NKV, s.HD,
+                o.seg_len, dtype_name(o.in), dtype_name(o.out), o.split);
+    const SplitScope split(o.split);
     Dev dev;
     cuda::reserve_workspace(std::max<size_t>(cuda::attention_mma_workspace_bytes(s), 1));
     const size_t nq = size_t(s.B) * s.T * s.NH * s.HD, nkv = size_t(s.B) * s.T * s.NKV * s.HD;
@@ -203,6 +211,17 @@ TEST(CudaAttentionMma, Hd128GqaCausal) {
     TUNER_REQUIRE_CUDA();
     check({.B = 1, .T = 200, .NH = 4, .NKV = 1, .HD = 128}, 21, {.check_repeat = true});
     check({.B = 2, .T = 70, .NH = 2, .NKV = 2, .HD = 128}, 22);
+}
+
+// GQA's dk / dv: every query head of a kv head in one block (S = 1), in G / S-head blocks whose
+// partial sums are added by a second kernel (S = 2), one head per block (S = G = 4: what small
+// shapes get automatically, as on the emulator's 132 "SMs").
+TEST(CudaAttentionMma, GqaDkDvSplits) {
+    TUNER_REQUIRE_CUDA();
+    for (int S : {1, 2, 4}) {
+        check({.B = 2, .T = 90, .NH = 8, .NKV = 2, .HD = 64}, 26, {.seg_len = 50, .in = DType::BF16, .split = S});
+        check({.B = 1, .T = 130, .NH = 4, .NKV = 1, .HD = 128}, 27, {.check_repeat = S == 2, .split = S});
+    }
 }
 
 // Packed segments: short ones (many per tile: masks inside tiles, tiles skipped per warp) and

@@ -61,7 +61,7 @@ void forward_launch(TO* out, float* lse, const TI* q, const TI* k, const TI* v, 
     constexpr int BR = am::Fwd<HDMAX>::BR;
     static const bool ready = (prepare(am::attention_mma_forward_kernel<HDMAX, TI, TO>, smem, "attention_mma_forward"), true);
     (void)ready;
-    const dim3 grid(unsigned((p.T + BR - 1) / BR), unsigned(p.NH), unsigned(p.B));
+    const dim3 grid(unsigned(p.NH), unsigned((p.T + BR - 1) / BR), unsigned(p.B));
     launch(am::attention_mma_forward_kernel<HDMAX, TI, TO>, grid, am::kThreads, smem, context().stream, out, lse, q, k,
            v, seg, p);
     CUDA_LAUNCH_CHECK("attention_mma_forward_kernel");
@@ -74,29 +74,49 @@ void forward_typed(TO* out, float* lse, const TI* q, const TI* k, const TI* v, c
 }
 
 template <int HDMAX, typename TI>
-void backward_launch(float* dq, float* dk, float* dv, const bf16* dout16, const TI* q, const TI* k, const TI* v,
-                     const float* lse, const float* D, const int32_t* seg, const Params& p) {
+void backward_launch(float* dq, float* dk, float* dv, float* part, const bf16* dout16, const TI* q, const TI* k,
+                     const TI* v, const float* lse, const float* D, const int32_t* seg, const Params& p) {
     using C = am::Bwd<HDMAX>;
     cudaStream_t stream = context().stream;
     static const bool ready =
         (prepare(am::attention_mma_dq_kernel<HDMAX, TI>, C::dq_smem_bytes, "attention_mma_backward (dq)"),
          prepare(am::attention_mma_dkv_kernel<HDMAX, TI>, C::dkv_smem_bytes, "attention_mma_backward (dk, dv)"), true);
     (void)ready;
-    const dim3 grid_q(unsigned((p.T + C::BR - 1) / C::BR), unsigned(p.NH), unsigned(p.B));
+    const dim3 grid_q(unsigned(p.NH), unsigned((p.T + C::BR - 1) / C::BR), unsigned(p.B));
     launch(am::attention_mma_dq_kernel<HDMAX, TI>, grid_q, am::kThreads, C::dq_smem_bytes, stream, dq, dout16, q, k, v,
            lse, D, seg, p);
     CUDA_LAUNCH_CHECK("attention_mma_dq_kernel");
-    const dim3 grid_kv(unsigned((p.T + C::BC - 1) / C::BC), unsigned(p.NKV), unsigned(p.B));
-    launch(am::attention_mma_dkv_kernel<HDMAX, TI>, grid_kv, am::kThreads, C::dkv_smem_bytes, stream, dk, dv, dout16, q,
-           k, v, lse, D, seg, p);
+    const dim3 grid_kv(unsigned(p.NKV * p.S), unsigned((p.T + C::BC - 1) / C::BC), unsigned(p.B));
+    launch(am::attention_mma_dkv_kernel<HDMAX, TI>, grid_kv, am::kThreads, C::dkv_smem_bytes, stream, dk, dv, part,
+           dout16, q, k, v, lse, D, seg, p);
     CUDA_LAUNCH_CHECK("attention_mma_dkv_kernel");
+    if (p.S > 1) {
+        const int64_t n4 = int64_t(p.B) * p.T * p.NKV * p.HD / 4;
+        launch(am::attention_mma_dkv_reduce_kernel, grid_for(n4, 256), 256, 0, stream, dk, dv, part, n4, p.S);
+        CUDA_LAUNCH_CHECK("attention_mma_dkv_reduce_kernel");
+    }
 }
 
 template <typename TI>
-void backward_typed(float* dq, float* dk, float* dv, const bf16* dout16, const TI* q, const TI* k, const TI* v,
-                    const float* lse, const float* D, const int32_t* seg, const Params& p) {
-    if (am::bucket(p.HD) == 64) backward_launch<64>(dq, dk, dv, dout16, q, k, v, lse, D, seg, p);
-    else backward_launch<128>(dq, dk, dv, dout16, q, k, v, lse, D, seg, p);
+void backward_typed(float* dq, float* dk, float* dv, float* part, const bf16* dout16, const TI* q, const TI* k,
+                    const TI* v, const float* lse, const float* D, const int32_t* seg, const Params& p) {
+    if (am::bucket(p.HD) == 64) backward_launch<64>(dq, dk, dv, part, dout16, q, k, v, lse, D, seg, p);
+    else backward_launch<128>(dq, dk, dv, part, dout16, q, k, v, lse, D, seg, p);
+}
+
+// Blocks per (key block, kv head) of the dk / dv kernel: the smallest divisor S of G that gives at
+// least 4 blocks per SM (two waves at the two blocks an SM holds). Causal key block kb has
+// T / 64 - kb query tiles per head, so with fewer blocks than that the longest ones run alone at
+// the end; with S > 1 each block does G / S heads and the longest unit shrinks by S.
+int g_forced_split = 0;  // attention_mma_force_dkv_split
+
+int dkv_split(const AttnShape& s, int sm_count) {
+    const int G = s.NH / s.NKV;
+    if (g_forced_split > 0) return G % g_forced_split == 0 ? g_forced_split : G;
+    const int64_t blocks = int64_t((s.T + 63) / 64) * s.NKV * s.B;
+    for (int d = 1; d < G; d++)
+        if (G % d == 0 && blocks * d >= 4 * int64_t(sm_count)) return d;
+    return G;
 }
 
 }  // namespace
@@ -106,10 +126,15 @@ bool attention_mma_supports(const AttnShape& s, ActIn q, ActIn k, ActIn v, ActIn
     return check(s, q, k, v, out, why);
 }
 
+void attention_mma_force_dkv_split(int S) { g_forced_split = S > 0 ? S : 0; }
+
 size_t attention_mma_workspace_bytes(const AttnShape& s) {
-    if (s.B <= 0 || s.T <= 0) return 0;
+    if (s.B <= 0 || s.T <= 0 || s.NKV <= 0 || s.NH % s.NKV != 0) return 0;
     const size_t rows = size_t(s.B) * s.T * s.NH;
-    return ws_size(rows * sizeof(float)) + ws_size(rows * size_t(s.HD) * sizeof(bf16));
+    // The dk / dv partial sums for the most blocks per key block (S = G, whatever the device).
+    const size_t nkv = size_t(s.B) * s.T * s.NKV * size_t(s.HD), G = size_t(s.NH / s.NKV);
+    return ws_size(rows * sizeof(float)) + ws_size(rows * size_t(s.HD) * sizeof(bf16)) +
+           (G > 1 ? ws_size((G - 1) * 2 * nkv * sizeof(float)) : 0);
 }
 
 void attention_mma_forward(ActOut out, float* lse, ActIn q, ActIn k, ActIn v, const int32_t* seg_start,
@@ -138,11 +163,13 @@ void attention_mma_backward(float* dq, float* dk, float* dv, const float* dout, 
     for (const void* ptr : {static_cast<const void*>(dq), static_cast<const void*>(dk), static_cast<const void*>(dv),
                             static_cast<const void*>(dout)})
         if (!aligned16(ptr)) fail("[cuda] attention_mma_backward: dq, dk, dv, dout must be 16-byte aligned");
-    const Params p = params(s);
+    Params p = params(s);
+    p.S = dkv_split(s, context().sm_count);
     Workspace ws("attention_mma_backward", attention_mma_workspace_bytes(s));
     const size_t rows = size_t(s.B) * s.T * s.NH;
     float* D = ws.take<float>(rows);
     bf16* dout16 = ws.take<bf16>(rows * size_t(s.HD));
+    float* part = p.S > 1 ? ws.take<float>(size_t(p.S - 1) * 2 * size_t(s.B) * s.T * s.NKV * size_t(s.HD)) : nullptr;
     cudaStream_t stream = context().stream;
     with_in(out, "attention_mma_backward", [&](const auto* o) {
         launch(am::attention_mma_delta_kernel<elem_t<decltype(o)>>, grid_for(int64_t(rows) * 32, 256), 256, 0, stream, D,
@@ -150,10 +177,10 @@ void attention_mma_backward(float* dq, float* dk, float* dv, const float* dout, 
     });
     CUDA_LAUNCH_CHECK("attention_mma_delta_kernel");
     if (q.bf16())
-        backward_typed(dq, dk, dv, dout16, static_cast<const bf16*>(q.data), static_cast<const bf16*>(k.data),
+        backward_typed(dq, dk, dv, part, dout16, static_cast<const bf16*>(q.data), static_cast<const bf16*>(k.data),
                        static_cast<const bf16*>(v.data), lse, D, seg_start, p);
     else
-        backward_typed(dq, dk, dv, dout16, static_cast<const float*>(q.data), static_cast<const float*>(k.data),
+        backward_typed(dq, dk, dv, part, dout16, static_cast<const float*>(q.data), static_cast<const float*>(k.data),
                        static_cast<const float*>(v.data), lse, D, seg_start, p);
 }
 

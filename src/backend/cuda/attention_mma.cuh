@@ -43,9 +43,11 @@
 //  * dq, per (64-query block, head, batch row): warps own 16 rows; per 64-key tile S = Q K^T,
 //    dP = dO V^T, P = exp2(S scale log2e - lse log2e), dS = P (dP - D), dQ += dS K in registers.
 //  * dk / dv, per (64-key block, kv head, batch row): warps own 16 keys; over the G query heads of
-//    the kv head and the 64-query tiles that can see the block: S^T = K Q^T, dP^T = V dO^T,
-//    dV += P^T dO, dK += dS^T Q in registers. No atomics: every output element is written once by
-//    one thread, summation orders are fixed, results are bit-reproducible run to run.
+//    the kv head (or G / S of them, S blocks per key block, partial sums added by a small kernel
+//    in a fixed order: for load balance when there are few key blocks) and the 64-query tiles
+//    that can see the block: S^T = K Q^T, dP^T = V dO^T, dV += P^T dO, dK += dS^T Q in
+//    registers. No atomics: every output element is written once by one thread, summation
+//    orders are fixed, results are bit-reproducible run to run.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -71,6 +73,7 @@ struct Params {
     int B, T, NH, NKV, HD, G;
     float scale;       // 1 / sqrt(HD)
     float scale_log2;  // scale * log2(e): softmax runs on exp2
+    int S = 1;         // dk / dv kernel: blocks per (key block, kv head), each over G / S query heads
 };
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -208,8 +211,11 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
 
 // ---- forward ---------------------------------------------------------------------------------------------
 
-// out, q (B, T, NH, HD); k, v (B, T, NKV, HD); lse (B, NH, T). Grid (ceil(T / 128), NH, B), 128
+// out, q (B, T, NH, HD); k, v (B, T, NKV, HD); lse (B, NH, T). Grid (NH, ceil(T / 128), B), 128
 // threads, Fwd<HDMAX>::smem_bytes of dynamic shared memory. Pointers 16-byte aligned, HD % 8 == 0.
+// Blocks are dispatched in blockIdx order (x fastest): the heads of the last, longest (causal)
+// query block first, so the short blocks fill in at the end (longest-processing-time first), and
+// consecutive blocks share K / V rows in L2 (the G query heads of a kv head are adjacent).
 template <int HDMAX, typename TI, typename TO>
 __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out, float* lse, const TI* q, const TI* k,
                                                                          const TI* v, const int32_t* seg_start,
@@ -226,8 +232,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
     bf16* sV = sK + 2 * BC * LD;                    // 2 x (BC, LD)
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tg = lane & 3;
-    const int qb = int(gridDim.x) - 1 - int(blockIdx.x);  // longest (last) query blocks first
-    const int h = blockIdx.y, b = blockIdx.z, kvh = h / p.G;
+    const int qb = int(gridDim.y) - 1 - int(blockIdx.y);  // longest (last) query blocks first
+    const int h = blockIdx.x, b = blockIdx.z, kvh = h / p.G;
     const int q0 = qb * BR, w0 = q0 + warp * 16 * MT;  // the block's, this warp's first query
     const int64_t ldq = int64_t(p.NH) * p.HD, ldkv = int64_t(p.NKV) * p.HD, row_base = int64_t(b) * p.T;
     const int32_t* seg = seg_start ? seg_start + row_base : nullptr;
@@ -439,7 +445,8 @@ __global__ void attention_mma_delta_kernel(float* D, bf16* dout16, const float* 
 // ---- backward: dq, per (64-query block, head, batch row) --------------------------------------------------
 
 // dq, q (B, T, NH, HD); dout16 (B, T, NH, HD) bf16; k, v (B, T, NKV, HD); lse, D (B, NH, T). Grid
-// (ceil(T / 64), NH, B), 128 threads, Bwd<HDMAX>::dq_smem_bytes.
+// (NH, ceil(T / 64), B) (longest query blocks first, as the forward), 128 threads,
+// Bwd<HDMAX>::dq_smem_bytes.
 template <int HDMAX, typename TI>
 __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, const bf16* dout16, const TI* q,
                                                                     const TI* k, const TI* v, const float* lse,
@@ -454,8 +461,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
     bf16* sV = sK + 2 * BC * LD;                    // 2 x (BC, LD)
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tg = lane & 3;
-    const int qb = int(gridDim.x) - 1 - int(blockIdx.x);
-    const int h = blockIdx.y, b = blockIdx.z, kvh = h / p.G;
+    const int qb = int(gridDim.y) - 1 - int(blockIdx.y);
+    const int h = blockIdx.x, b = blockIdx.z, kvh = h / p.G;
     const int q0 = qb * BR, w0 = q0 + warp * 16;
     const int64_t ldq = int64_t(p.NH) * p.HD, ldkv = int64_t(p.NKV) * p.HD, row_base = int64_t(b) * p.T;
     const int32_t* seg = seg_start ? seg_start + row_base : nullptr;
@@ -594,12 +601,17 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
 
 // ---- backward: dk, dv, per (64-key block, kv head, batch row) ---------------------------------------------
 
-// dk, dv, k, v (B, T, NKV, HD); q, dout16 (B, T, NH, HD); lse, D (B, NH, T). Grid (ceil(T / 64), NKV, B),
-// 128 threads, Bwd<HDMAX>::dkv_smem_bytes.
+// dk, dv, k, v (B, T, NKV, HD); q, dout16 (B, T, NH, HD); lse, D (B, NH, T). Grid (NKV S, ceil(T / 64),
+// B), 128 threads, Bwd<HDMAX>::dkv_smem_bytes. Block (kvh S + sg, kb) sums over query heads
+// kvh G + sg G/S + [0, G/S): with S > 1 (GQA shapes with few key blocks: the causal key block 0
+// does T / 64 query tiles per head, so a block per (key block, kv head) leaves most SMs idle
+// behind the longest ones) block sg = 0 writes dk, dv and block sg >= 1 writes its partial sums to
+// part + (sg - 1) 2 nkv (dk, then dv; nkv = B T NKV HD), which attention_mma_dkv_reduce_kernel adds
+// in sg order. Key block 0 (the longest) is dispatched first.
 template <int HDMAX, typename TI>
-__global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, float* dv, const bf16* dout16,
-                                                                     const TI* q, const TI* k, const TI* v,
-                                                                     const float* lse, const float* D,
+__global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, float* dv, float* part,
+                                                                     const bf16* dout16, const TI* q, const TI* k,
+                                                                     const TI* v, const float* lse, const float* D,
                                                                      const int32_t* seg_start, Params p) {
 #if TUNER_MMA_ARCH_OK
     using C = Bwd<HDMAX>;
@@ -615,8 +627,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, 
     __shared__ int s_red[kWarps];
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tg = lane & 3;
-    const int kvh = blockIdx.y, b = blockIdx.z;
-    const int s0 = int(blockIdx.x) * BC, sw = s0 + warp * 16;  // the block's, this warp's first key
+    const int kvh = int(blockIdx.x) / p.S, sg = int(blockIdx.x) % p.S, GS = p.G / p.S, b = blockIdx.z;
+    const int s0 = int(blockIdx.y) * BC, sw = s0 + warp * 16;  // the block's, this warp's first key
     const int s_last = min(p.T - 1, s0 + BC - 1);
     const int64_t ldq = int64_t(p.NH) * p.HD, ldkv = int64_t(p.NKV) * p.HD, row_base = int64_t(b) * p.T;
     const int32_t* seg = seg_start ? seg_start + row_base : nullptr;
@@ -636,11 +648,11 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, 
         for (int w = 1; w < kWarps; w++) t_end = max(t_end, s_red[w]);
     }
     const int ntq = (t_end - s0) / BR + 1;  // query tiles t0 = s0 + i BR (t_end >= s_last >= s0)
-    const int total = p.G * ntq;
+    const int total = GS * ntq;
 
-    // Tile i: query head kvh G + i / ntq, queries s0 + (i % ntq) BR ...: Q, dO, lse, D, seg starts.
+    // Tile i: query head kvh G + sg GS + i / ntq, queries s0 + (i % ntq) BR ...: Q, dO, lse, D, seg starts.
     auto stage_tile = [&](int i, int buf) {
-        const int h = kvh * p.G + i / ntq, t0 = s0 + (i % ntq) * BR;
+        const int h = kvh * p.G + sg * GS + i / ntq, t0 = s0 + (i % ntq) * BR;
         stage_rows<HDMAX>(sQ + buf * BR * LD, q, row_base, ldq, int64_t(h) * p.HD, t0, BR, p.T, p.HD);
         stage_rows<HDMAX>(sdO + buf * BR * LD, dout16, row_base, ldq, int64_t(h) * p.HD, t0, BR, p.T, p.HD);
         const int j = int(threadIdx.x) & (BR - 1), t = t0 + j;
@@ -747,12 +759,15 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, 
         __syncthreads();
     }
 
+    const int64_t nkv = int64_t(p.B) * p.T * ldkv;
+    float* dko = sg == 0 ? dk : part + int64_t(sg - 1) * 2 * nkv;
+    float* dvo = sg == 0 ? dv : part + int64_t(sg - 1) * 2 * nkv + nkv;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int s = sw + 8 * hf + g;
         if (s >= p.T) continue;
-        float* dkr = dk + (row_base + s) * ldkv + int64_t(kvh) * p.HD;
-        float* dvr = dv + (row_base + s) * ldkv + int64_t(kvh) * p.HD;
+        float* dkr = dko + (row_base + s) * ldkv + int64_t(kvh) * p.HD;
+        float* dvr = dvo + (row_base + s) * ldkv + int64_t(kvh) * p.HD;
 #pragma unroll
         for (int n = 0; n < NOB; n++) {
             const int d = 8 * n + 2 * tg;
@@ -764,6 +779,24 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, 
 #else
     __trap();
 #endif
+}
+
+// dk += part[0] + ... + part[S-2] (dk parts), dv likewise, in that order: the partial sums of the dk /
+// dv blocks with sg >= 1 (see attention_mma_dkv_kernel). n4 = nkv / 4 (nkv % 4 == 0: HD % 8 == 0);
+// 16-byte aligned.
+__global__ void attention_mma_dkv_reduce_kernel(float* dk, float* dv, const float* part, int64_t n4, int S) {
+    float4* k4 = reinterpret_cast<float4*>(dk);
+    float4* v4 = reinterpret_cast<float4*>(dv);
+    const float4* p4 = reinterpret_cast<const float4*>(part);
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
+        float4 a = k4[i], c = v4[i];
+        for (int sg = 1; sg < S; sg++) {
+            const float4 x = p4[int64_t(sg - 1) * 2 * n4 + i], y = p4[int64_t(sg - 1) * 2 * n4 + n4 + i];
+            a.x += x.x, a.y += x.y, a.z += x.z, a.w += x.w;
+            c.x += y.x, c.y += y.y, c.z += y.z, c.w += y.w;
+        }
+        k4[i] = a, v4[i] = c;
+    }
 }
 
 }  // namespace tuner::cuda::attn_mma

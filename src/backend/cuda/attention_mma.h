@@ -43,4 +43,10 @@ void attention_mma_forward(ActOut out, float* lse, ActIn q, ActIn k, ActIn v, co
 void attention_mma_backward(float* dq, float* dk, float* dv, const float* dout, ActIn q, ActIn k, ActIn v, ActIn out,
                             const float* lse, const int32_t* seg_start, const AttnShape& s);
 
+// Tests and benchmarks: the number S of dk / dv blocks per (key block, kv head), each summing G / S
+// query heads, partial sums added in a fixed order (S must divide G; other values mean G). 0
+// (default): automatic, the smallest S giving at least 4 blocks per SM. Results differ between
+// values of S in the last bits only (the order of the head sum).
+void attention_mma_force_dkv_split(int S);
+
 }  // namespace tuner::cuda

@@ -14,6 +14,7 @@ bool attention_mma_supports(const AttnShape&, ActIn, ActIn, ActIn, ActIn, std::s
     return false;
 }
 size_t attention_mma_workspace_bytes(const AttnShape&) { return 0; }
+void attention_mma_force_dkv_split(int) {}
 void attention_mma_forward(ActOut, float*, ActIn, ActIn, ActIn, const int32_t*, const AttnShape&) {
     fail("[cuda] attention_mma_forward: {}", kNoCuda);
 }
