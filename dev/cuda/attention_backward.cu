@@ -15,11 +15,35 @@
 //            with BF16 compute), after version 2's D kernel. Same three-kernel deterministic
 //            structure as version 2 with 64 x 64 tiles; S, dP, dS K, P^T dO, dS^T Q on tensor cores.
 //            Validated with bf16 tolerances (2e-2 of each gradient's max |ref|).
-// Next: FlashAttention-2's single pass (dq by atomics, or a deterministic dq reduction), mma.sync
-// with register-resident P / dS, then wgmma (FlashAttention-3).
+// version 4: mma.sync.m16n8k16 (src/backend/cuda/attention_mma.cuh, what
+//            cuda::attention_mma_backward runs, included as is): D and a bf16 copy of dout in one
+//            pass, then a dq kernel (64 queries, 16 per warp; S, dP, dS in registers, dS as the A
+//            operand of dS K) and a dk / dv kernel (64 keys, 16 per warp; P^T and dS^T from the
+//            accumulators as A operands of P^T dO and dS^T Q), operand tiles by cp.async into
+//            double buffers and ldmatrix; with GQA and few key blocks the dk / dv blocks split the
+//            query heads and a small kernel adds the partial sums in a fixed order. bf16 q, k, v
+//            (copies made once, outside the timing). Deterministic, no atomics.
+// Next: FlashAttention-2's single pass (dq by atomics, or a deterministic dq reduction), then
+// wgmma (FlashAttention-3). Other shapes: -DLAB_B=1 -DLAB_T=2048 -DLAB_NH=32 -DLAB_NKV=8
+// -DLAB_HD=128 in NVCC_FLAGS (see attention_forward.cu).
 #include "common.h"
 
-constexpr int B = 1, T = 512, NH = 8, NKV = 2, HD = 64, G = NH / NKV;
+#ifndef LAB_B
+#define LAB_B 1
+#endif
+#ifndef LAB_T
+#define LAB_T 512
+#endif
+#ifndef LAB_NH
+#define LAB_NH 8
+#endif
+#ifndef LAB_NKV
+#define LAB_NKV 2
+#endif
+#ifndef LAB_HD
+#define LAB_HD 64
+#endif
+constexpr int B = LAB_B, T = LAB_T, NH = LAB_NH, NKV = LAB_NKV, HD = LAB_HD, G = NH / NKV;
 
 __host__ __device__ size_t qi(int b, int t, int h) { return ((size_t(b) * T + t) * NH + h) * HD; }
 __host__ __device__ size_t ki(int b, int t, int h) { return ((size_t(b) * T + t) * NKV + h) * HD; }
@@ -330,6 +354,46 @@ void attention_backward3(Args a) {
         a.dk, a.dv, a.dout, a.q, a.k, a.v, a.lse, a.D, a.seg, g);
 }
 
+// ---- version 4: mma.sync, register-resident P / dS, cp.async (src/backend/cuda/attention_mma.cuh) ------
+#include "../../src/backend/cuda/attention_mma.cuh"
+namespace am = tuner::cuda::attn_mma;
+constexpr int HDM4 = am::bucket(HD);
+static_assert(HDM4 != 0, "the mma kernels take HD % 8 == 0, HD <= 128");
+
+// bf16 copies of q, k, v; dout in bf16, the dk / dv partial sums (allocated in main).
+__nv_bfloat16 *g_q16, *g_k16, *g_v16, *g_dout16;
+float* g_part;
+int g_split = 1;  // dk / dv blocks per (key block, kv head): the smallest divisor of G giving 4 blocks per SM
+
+__global__ void to_bf16_kernel(__nv_bfloat16* dst, const float* src, size_t n) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+__nv_bfloat16* bf16_copy(const float* src, size_t n) {
+    __nv_bfloat16* d = nullptr;
+    cudaCheck(cudaMalloc(&d, n * sizeof(__nv_bfloat16)));
+    to_bf16_kernel<<<256, 256>>>(d, src, n);
+    cudaCheck(cudaGetLastError());
+    return d;
+}
+
+void attention_backward4(Args a) {
+    const float scale = 1.0f / std::sqrt(float(HD));
+    am::Params p{B, T, NH, NKV, HD, G, scale, scale * am::kLog2e};
+    p.S = g_split;
+    using C = am::Bwd<HDM4>;
+    am::attention_mma_delta_kernel<float><<<ceil_div(size_t(B) * T * NH * 32, 256), 256>>>(a.D, g_dout16, a.dout, a.out, p);
+    am::attention_mma_dq_kernel<HDM4, __nv_bfloat16><<<dim3(NH, ceil_div(T, C::BR), B), am::kThreads, C::dq_smem_bytes>>>(
+        a.dq, g_dout16, g_q16, g_k16, g_v16, a.lse, a.D, a.seg, p);
+    am::attention_mma_dkv_kernel<HDM4, __nv_bfloat16>
+        <<<dim3(NKV * p.S, ceil_div(T, C::BC), B), am::kThreads, C::dkv_smem_bytes>>>(
+            a.dk, a.dv, g_part, g_dout16, g_q16, g_k16, g_v16, a.lse, a.D, a.seg, p);
+    if (p.S > 1) {
+        const long long n4 = (long long)B * T * NKV * HD / 4;
+        am::attention_mma_dkv_reduce_kernel<<<ceil_div(n4, 256), 256>>>(a.dk, a.dv, g_part, n4, p.S);
+    }
+}
+
 // ---- driver -----------------------------------------------------------------------------------------
 int main(int argc, char** argv) {
     const int version = argc > 1 ? std::atoi(argv[1]) : 0;
@@ -352,8 +416,21 @@ int main(int argc, char** argv) {
                                    int(tc::dq_smem_bytes<HDM>())));
     cudaCheck(cudaFuncSetAttribute(tc::attention_dkv_tc_kernel<HDM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    int(tc::dkv_smem_bytes<HDM>())));
+    cudaCheck(cudaFuncSetAttribute(am::attention_mma_dq_kernel<HDM4, __nv_bfloat16>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(am::Bwd<HDM4>::dq_smem_bytes)));
+    cudaCheck(cudaFuncSetAttribute(am::attention_mma_dkv_kernel<HDM4, __nv_bfloat16>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(am::Bwd<HDM4>::dkv_smem_bytes)));
     Args a;
     a.q = to_device(q), a.k = to_device(k), a.v = to_device(v), a.dout = to_device(dout);
+    g_q16 = bf16_copy(a.q, nq), g_k16 = bf16_copy(a.k, nkv), g_v16 = bf16_copy(a.v, nkv);
+    cudaCheck(cudaMalloc(&g_dout16, nq * sizeof(__nv_bfloat16)));
+    int sms = 0;
+    cudaCheck(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    g_split = G;
+    for (int d = G; d >= 1; d--)
+        if (G % d == 0 && (long long)ceil_div(T, 64) * NKV * B * d >= 4LL * sms) g_split = d;
+    cudaCheck(cudaMalloc(&g_part, std::max<size_t>(1, size_t(g_split - 1) * 2 * nkv * sizeof(float))));
+    std::printf("version 4 splits dk / dv over %d head group(s)\n", g_split);
     a.out = to_device(ref.out), a.lse = to_device(ref.lse), a.seg = to_device(seg);
     cudaCheck(cudaMalloc(&a.dq, nq * 4));
     cudaCheck(cudaMalloc(&a.dk, nkv * 4));
@@ -365,10 +442,10 @@ int main(int argc, char** argv) {
         for (int t = 0; t < T; t++) pairs += t - seg[size_t(b) * T + t] + 1;
     const double flops = 2.5 * 4.0 * HD * NH * pairs;  // FlashAttention's convention: 2.5x the forward
 
-    void (*versions[])(Args) = {attention_backward1, attention_backward2, attention_backward3};
+    void (*versions[])(Args) = {attention_backward1, attention_backward2, attention_backward3, attention_backward4};
     // Tolerances (max |err| / max |ref|): f32 kernels 1e-4; bf16 operands 2e-2 (tests/test_cuda_ops.cpp).
-    const float tols[] = {1e-4f, 1e-4f, 2e-2f};
-    for (int ver = 1; ver <= 3; ver++) {
+    const float tols[] = {1e-4f, 1e-4f, 2e-2f, 2e-2f};
+    for (int ver = 1; ver <= 4; ver++) {
         if (version && version != ver) continue;
         std::printf("version %d\n", ver);
         versions[ver - 1](a);

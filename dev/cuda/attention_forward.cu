@@ -14,13 +14,36 @@
 //            with BF16 compute). 64-query blocks of 4 warps, 64-key tiles staged as bf16, S and P V
 //            on tensor cores through per-warp f32 tiles in shared memory, online softmax in f32.
 //            Validated with bf16 tolerances (1e-2 of max |out|, 5e-3 of max |lse|).
-// Next: mma.sync with the accumulator layout known (P kept in registers, no shared-memory round
-// trip for S and P V), cp.async double buffering of K / V, then wgmma + TMA (FlashAttention-3).
+// version 4: FlashAttention-2 style on mma.sync.m16n8k16 (src/backend/cuda/attention_mma.cuh, the
+//            kernel of cuda::attention_mma_forward, included as is): 128-query blocks of 4 warps x
+//            32 rows, 64-key tiles; P goes from the S accumulators into A-operand registers of P V
+//            (no shared-memory round trip), operands by ldmatrix, K / V tiles double-buffered.
+//            Here with f32 q, k, v (rounded to bf16 while staged: synchronous loads).
+// version 5: version 4 with bf16 q, k, v (copies made once, outside the timing): K / V arrive by
+//            cp.async while the previous tile computes. What training with bf16 activations runs.
+// Next: wgmma + TMA (FlashAttention-3). Other shapes: make attention_forward NVCC_FLAGS="-O3
+// -std=c++17 -arch=sm_90 -DLAB_T=2048 -DLAB_NH=32 -DLAB_NKV=8 -DLAB_HD=128" (gpu-check's shape;
+// with -DLAB_B=1).
 #include <cfloat>
 
 #include "common.h"
 
-constexpr int B = 2, T = 1024, NH = 16, NKV = 4, HD = 64;
+#ifndef LAB_B
+#define LAB_B 2
+#endif
+#ifndef LAB_T
+#define LAB_T 1024
+#endif
+#ifndef LAB_NH
+#define LAB_NH 16
+#endif
+#ifndef LAB_NKV
+#define LAB_NKV 4
+#endif
+#ifndef LAB_HD
+#define LAB_HD 64
+#endif
+constexpr int B = LAB_B, T = LAB_T, NH = LAB_NH, NKV = LAB_NKV, HD = LAB_HD;
 
 // ---- CPU reference -----------------------------------------------------------------------------
 void attention_forward_cpu(std::vector<float>& out, std::vector<float>& lse, const std::vector<float>& q,
@@ -200,6 +223,42 @@ void attention_forward3(float* out, float* lse, const float* q, const float* k, 
         <<<dim3(ceil_div(T, tc::BQ), NH, B), tc::kThreads, tc::forward_smem_bytes<HDM>()>>>(out, lse, q, k, v, seg, g);
 }
 
+// ---- versions 4 and 5: mma.sync, P in registers, cp.async (src/backend/cuda/attention_mma.cuh) ----------
+#include "../../src/backend/cuda/attention_mma.cuh"
+namespace am = tuner::cuda::attn_mma;
+constexpr int HDM4 = am::bucket(HD);
+static_assert(HDM4 != 0, "the mma kernels take HD % 8 == 0, HD <= 128");
+
+am::Params mma_params() {
+    const float scale = 1.0f / std::sqrt(float(HD));
+    return am::Params{B, T, NH, NKV, HD, NH / NKV, scale, scale * am::kLog2e};
+}
+const dim3 kMmaGrid(NH, ceil_div(T, am::Fwd<HDM4>::BR), B);
+
+void attention_forward4(float* out, float* lse, const float* q, const float* k, const float* v, const int* seg) {
+    am::attention_mma_forward_kernel<HDM4, float, float>
+        <<<kMmaGrid, am::kThreads, am::Fwd<HDM4>::smem_bytes>>>(out, lse, q, k, v, seg, mma_params());
+}
+
+// bf16 copies of q, k, v for version 5 (made in main, once).
+__nv_bfloat16 *g_q16, *g_k16, *g_v16;
+__global__ void to_bf16_kernel(__nv_bfloat16* dst, const float* src, size_t n) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+__nv_bfloat16* bf16_copy(const float* src, size_t n) {
+    __nv_bfloat16* d = nullptr;
+    cudaCheck(cudaMalloc(&d, n * sizeof(__nv_bfloat16)));
+    to_bf16_kernel<<<256, 256>>>(d, src, n);
+    cudaCheck(cudaGetLastError());
+    return d;
+}
+
+void attention_forward5(float* out, float* lse, const float*, const float*, const float*, const int* seg) {
+    am::attention_mma_forward_kernel<HDM4, __nv_bfloat16, float>
+        <<<kMmaGrid, am::kThreads, am::Fwd<HDM4>::smem_bytes>>>(out, lse, g_q16, g_k16, g_v16, seg, mma_params());
+}
+
 // ---- driver -----------------------------------------------------------------------------------------
 int main(int argc, char** argv) {
     const int version = argc > 1 ? std::atoi(argv[1]) : 0;
@@ -220,7 +279,12 @@ int main(int argc, char** argv) {
         cudaFuncSetAttribute(attention_forward_kernel2, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmem2)));
     cudaCheck(cudaFuncSetAttribute(tc::attention_forward_tc_kernel<HDM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    int(tc::forward_smem_bytes<HDM>())));
+    cudaCheck(cudaFuncSetAttribute(am::attention_mma_forward_kernel<HDM4, float, float>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(am::Fwd<HDM4>::smem_bytes)));
+    cudaCheck(cudaFuncSetAttribute(am::attention_mma_forward_kernel<HDM4, __nv_bfloat16, float>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(am::Fwd<HDM4>::smem_bytes)));
     float *dq = to_device(q), *dk = to_device(k), *dv = to_device(v), *dout, *dlse;
+    g_q16 = bf16_copy(dq, nq), g_k16 = bf16_copy(dk, nkv), g_v16 = bf16_copy(dv, nkv);
     int* dseg = to_device(seg);
     cudaCheck(cudaMalloc(&dout, nq * 4));
     cudaCheck(cudaMalloc(&dlse, nl * 4));
@@ -232,11 +296,12 @@ int main(int argc, char** argv) {
     const double flops = 4.0 * HD * NH * pairs;
 
     using Fn = void (*)(float*, float*, const float*, const float*, const float*, const int*);
-    const Fn versions[] = {attention_forward1, attention_forward2, attention_forward3};
+    const Fn versions[] = {attention_forward1, attention_forward2, attention_forward3, attention_forward4,
+                           attention_forward5};
     // Tolerances (max |err| / max |ref|): f32 kernels 1e-5; bf16 operands (relative 2^-9 each, P
     // rounded to bf16) 1e-2 for out, 5e-3 for lse (tests/test_cuda_ops.cpp explains them).
-    const float tol_out[] = {1e-5f, 1e-5f, 1e-2f}, tol_lse[] = {1e-5f, 1e-5f, 5e-3f};
-    for (int ver = 1; ver <= 3; ver++) {
+    const float tol_out[] = {1e-5f, 1e-5f, 1e-2f, 1e-2f, 1e-2f}, tol_lse[] = {1e-5f, 1e-5f, 5e-3f, 5e-3f, 5e-3f};
+    for (int ver = 1; ver <= 5; ver++) {
         if (version && version != ver) continue;
         std::printf("version %d\n", ver);
         cudaCheck(cudaMemset(dout, 0, nq * 4));
