@@ -55,6 +55,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "mma_ptx.cuh"
 
@@ -418,6 +419,16 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
 
 // ---- backward: D and dout in bf16 ---------------------------------------------------------------------
 
+// Four consecutive elements (16 bytes of f32, 8 of bf16, aligned) as f32.
+__device__ __forceinline__ float4 load4(const float* x) { return *reinterpret_cast<const float4*>(x); }
+__device__ __forceinline__ float4 load4(const bf16* x) {
+    const uint2 u = *reinterpret_cast<const uint2*>(x);
+    __nv_bfloat162 lo, hi;
+    memcpy(&lo, &u.x, 4);
+    memcpy(&hi, &u.y, 4);
+    return make_float4(__bfloat162float(lo.x), __bfloat162float(lo.y), __bfloat162float(hi.x), __bfloat162float(hi.y));
+}
+
 // D (B, NH, T) = rowsum(dout * out) (f32); dout16 (B, T, NH, HD) = dout rounded to bf16. One warp per
 // (b, t, h) row, lanes on 4 consecutive dims (HD % 4 == 0, HD <= 128); 16-byte aligned rows.
 template <typename TO>
@@ -430,8 +441,8 @@ __global__ void attention_mma_delta_kernel(float* D, bf16* dout16, const float* 
         float s = 0.0f;
         if (d < p.HD) {
             const float4 a = *reinterpret_cast<const float4*>(dout + row * p.HD + d);
-            const TO* o = out + row * p.HD + d;
-            s = a.x * float(o[0]) + a.y * float(o[1]) + a.z * float(o[2]) + a.w * float(o[3]);
+            const float4 o = load4(out + row * p.HD + d);
+            s = a.x * o.x + a.y * o.y + a.z * o.z + a.w * o.w;
             *reinterpret_cast<uint2*>(dout16 + row * p.HD + d) =
                 make_uint2(ptx::pack_bf16x2(a.x, a.y), ptx::pack_bf16x2(a.z, a.w));
         }
@@ -555,28 +566,34 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
                     ptx::mma_bf16_16816(dp[2 * np + 1], d, vb[2], vb[3]);
                 }
             }
-            // dS = P (dP - D), P = exp2(S scale log2e - lse log2e) where visible; into sc.
+            // dS = P (dP - D), P = exp2(S scale log2e - lse log2e) where visible, packed to bf16 A
+            // operands of dS K as computed (sa[kk]: n-blocks 2kk, 2kk+1, as acc_to_a).
             const bool mask = s0 + BC - 1 > w0 || s0 < wlo_max;
+            uint32_t sa[BC / 16][4];
 #pragma unroll
             for (int j = 0; j < NSB; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int hf = e >> 1, t = w0 + 8 * hf + g, key = s0 + 8 * j + 2 * tg + (e & 1);
-                    const bool vis = !mask || (key <= t && key >= lo[hf]);
-                    const float pr = vis ? ptx::fast_exp2(sc[j][e] * p.scale_log2 - L2[hf]) : 0.0f;
-                    sc[j][e] = pr * (dp[j][e] - Dt[hf]);
+                for (int hf = 0; hf < 2; hf++) {
+                    const int t = w0 + 8 * hf + g;
+                    float ds[2];
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const int key = s0 + 8 * j + 2 * tg + c;
+                        const bool vis = !mask || (key <= t && key >= lo[hf]);
+                        const float pr = vis ? ptx::fast_exp2(sc[j][2 * hf + c] * p.scale_log2 - L2[hf]) : 0.0f;
+                        ds[c] = pr * (dp[j][2 * hf + c] - Dt[hf]);
+                    }
+                    sa[j >> 1][(j & 1) * 2 + hf] = ptx::pack_bf16x2(ds[0], ds[1]);
                 }
             // dQ (16 x HDMAX) += dS K.
 #pragma unroll
             for (int kk = 0; kk < BC / 16; kk++) {
-                uint32_t sa[4];
-                acc_to_a(sa, sc[2 * kk], sc[2 * kk + 1]);
 #pragma unroll
                 for (int np = 0; np < HDMAX / 16; np++) {
                     uint32_t kb[4];
                     load_b_rows_k<LD>(kb, kt, kk * 16, np * 16, lane);
-                    ptx::mma_bf16_16816(acc[2 * np], sa, kb[0], kb[1]);
-                    ptx::mma_bf16_16816(acc[2 * np + 1], sa, kb[2], kb[3]);
+                    ptx::mma_bf16_16816(acc[2 * np], sa[kk], kb[0], kb[1]);
+                    ptx::mma_bf16_16816(acc[2 * np + 1], sa[kk], kb[2], kb[3]);
                 }
             }
         }
@@ -726,33 +743,43 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, 
                     ptx::mma_bf16_16816(dpt[2 * np + 1], va, ob[2], ob[3]);
                 }
             }
-            // P^T into st, dS^T into dpt. Key sw + 8 hf + g (row), query t0 + jq (column).
+            // P^T and dS^T, packed to bf16 A operands as computed (pa[kk], sa[kk]: query n-blocks 2kk,
+            // 2kk+1, as acc_to_a). Key sw + 8 hf + g (row), query t0 + jq (column).
             const bool mask = t0 < sw + 15 || qlo_max > sw || t0 + BR > p.T;
+            uint32_t pa[BR / 16][4], sa[BR / 16][4];
 #pragma unroll
-            for (int j = 0; j < NSB; j++)
+            for (int j = 0; j < NSB; j++) {
+                const int j0 = 8 * j + 2 * tg;  // the lane's two query columns j0, j0 + 1
+                const float2 Lq = *reinterpret_cast<const float2*>(cL + j0);
+                const float2 Dq = *reinterpret_cast<const float2*>(cD + j0);
+                const float Lc[2] = {Lq.x * kLog2e, Lq.y * kLog2e}, Dc[2] = {Dq.x, Dq.y};
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int jq = 8 * j + 2 * tg + (e & 1), t = t0 + jq, key = sw + 8 * (e >> 1) + g;
-                    const bool vis = !mask || (t < p.T && key <= t && key >= cLo[jq]);
-                    const float pr = vis ? ptx::fast_exp2(st[j][e] * p.scale_log2 - cL[jq] * kLog2e) : 0.0f;
-                    st[j][e] = pr;
-                    dpt[j][e] = pr * (dpt[j][e] - cD[jq]);
+                for (int hf = 0; hf < 2; hf++) {
+                    const int key = sw + 8 * hf + g;
+                    float pr[2], ds[2];
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const int t = t0 + j0 + c;
+                        const bool vis = !mask || (t < p.T && key <= t && key >= cLo[j0 + c]);
+                        pr[c] = vis ? ptx::fast_exp2(st[j][2 * hf + c] * p.scale_log2 - Lc[c]) : 0.0f;
+                        ds[c] = pr[c] * (dpt[j][2 * hf + c] - Dc[c]);
+                    }
+                    pa[j >> 1][(j & 1) * 2 + hf] = ptx::pack_bf16x2(pr[0], pr[1]);
+                    sa[j >> 1][(j & 1) * 2 + hf] = ptx::pack_bf16x2(ds[0], ds[1]);
                 }
+            }
             // dV += P^T dO, dK += dS^T Q (16 x HDMAX each).
 #pragma unroll
             for (int kk = 0; kk < BR / 16; kk++) {
-                uint32_t pa[4], sa[4];
-                acc_to_a(pa, st[2 * kk], st[2 * kk + 1]);
-                acc_to_a(sa, dpt[2 * kk], dpt[2 * kk + 1]);
 #pragma unroll
                 for (int np = 0; np < HDMAX / 16; np++) {
                     uint32_t ob[4], qb[4];
                     load_b_rows_k<LD>(ob, ot, kk * 16, np * 16, lane);
-                    ptx::mma_bf16_16816(dva[2 * np], pa, ob[0], ob[1]);
-                    ptx::mma_bf16_16816(dva[2 * np + 1], pa, ob[2], ob[3]);
+                    ptx::mma_bf16_16816(dva[2 * np], pa[kk], ob[0], ob[1]);
+                    ptx::mma_bf16_16816(dva[2 * np + 1], pa[kk], ob[2], ob[3]);
                     load_b_rows_k<LD>(qb, qt, kk * 16, np * 16, lane);
-                    ptx::mma_bf16_16816(dka[2 * np], sa, qb[0], qb[1]);
-                    ptx::mma_bf16_16816(dka[2 * np + 1], sa, qb[2], qb[3]);
+                    ptx::mma_bf16_16816(dka[2 * np], sa[kk], qb[0], qb[1]);
+                    ptx::mma_bf16_16816(dka[2 * np + 1], sa[kk], qb[2], qb[3]);
                 }
             }
         }
