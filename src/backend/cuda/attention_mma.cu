@@ -29,7 +29,8 @@ bool check(const AttnShape& s, ActIn q, ActIn k, ActIn v, ActIn out, std::string
     if (s.B <= 0 || s.T <= 0 || s.NH <= 0 || s.NKV <= 0 || s.NH % s.NKV != 0)
         return no(fmt::format("bad shape B={} T={} NH={} NKV={} (NH must be a multiple of NKV)", s.B, s.T, s.NH, s.NKV));
     if (am::bucket(s.HD) == 0) return no(fmt::format("head dim {} (needs HD % 8 == 0 and 8 <= HD <= 128)", s.HD));
-    if (s.NH > 65535 || s.B > 65535) return no("NH and B must be at most 65535");
+    if (s.NH > 65535 || s.B > 65535 || (int64_t(s.T) + 63) / 64 > 65535)
+        return no("NH, B and ceil(T / 64) must be at most 65535 (grid dimensions)");
     for (const ActIn* a : {&q, &k, &v, &out})
         if (a->dtype != DType::F32 && a->dtype != DType::BF16)
             return no(fmt::format("activations are f32 or bf16, got {}", dtype_name(a->dtype)));

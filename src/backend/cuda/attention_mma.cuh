@@ -105,6 +105,13 @@ struct Bwd {
     static constexpr int BC = 16 * kWarps;  // keys per dq tile; per dk/dv block (64)
     static constexpr int LD = HDMAX + 8;
     static constexpr bool kRegs = HDMAX <= 64;  // dq kernel: Q and dO fragments in registers
+    // __launch_bounds__ minimum blocks per SM of the dk/dv kernel: shared memory allows 3 at HDMAX 64
+    // (~57 KB each), 2 at 128 (~106 KB); registers are then held to 170 / 255 (ptxas 13.0 spills
+    // nothing; without the bound it spilled 12 bytes at 128). The forward and dq kernels state no
+    // minimum: ptxas (13.0) allocates them worse with one (forward HDMAX 128: 68 bytes spilled with
+    // a minimum of 2 instead of 16; dq HDMAX 64: 216 registers with a minimum of 1, 12 bytes
+    // spilled with 3, 168 with none).
+    static constexpr int kMinBlocks = HDMAX <= 64 ? 3 : 2;
     // dq: sQ, sdO (BR x LD), sK, sV (2 buffers of BC x LD each)
     static constexpr size_t dq_smem_bytes = size_t(2 * BR + 4 * BC) * LD * sizeof(bf16);
     // dk/dv: sK, sV (BC x LD), sQ, sdO (2 buffers of BR x LD each), then lse, D, seg start of the
@@ -626,7 +633,7 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
 // part + (sg - 1) 2 nkv (dk, then dv; nkv = B T NKV HD), which attention_mma_dkv_reduce_kernel adds
 // in sg order. Key block 0 (the longest) is dispatched first.
 template <int HDMAX, typename TI>
-__global__ void __launch_bounds__(kThreads) attention_mma_dkv_kernel(float* dk, float* dv, float* part,
+__global__ void __launch_bounds__(kThreads, Bwd<HDMAX>::kMinBlocks) attention_mma_dkv_kernel(float* dk, float* dv, float* part,
                                                                      const bf16* dout16, const TI* q, const TI* k,
                                                                      const TI* v, const float* lse, const float* D,
                                                                      const int32_t* seg_start, Params p) {
