@@ -153,37 +153,51 @@ __device__ __forceinline__ void store2(bf16* p, float a, float b) {
 
 #if TUNER_MMA_ARCH_OK
 
-// Rows [r0, r0 + nrows) of one head of x into a bf16 tile (nrows x (HDMAX + 8)): row t of batch row
+// Rows [r0, r0 + NROWS) of one head of x into a bf16 tile (NROWS x (HDMAX + 8)): row t of batch row
 // b is x + (row_base + t) * ld + off; zero for t >= T and for columns >= HD. 16-byte chunks of 8
-// elements, consecutive threads on consecutive chunks of a row (coalesced). bf16 x: cp.async (the
-// caller commits and waits). f32 x: two float4 loads rounded to bf16, one 16-byte store (synchronous;
-// visible to other threads after the next __syncthreads).
-template <int HDMAX>
+// elements, consecutive threads on consecutive chunks of a row (coalesced).
+//  * bf16 x: cp.async (the caller commits and waits); the loop is not unrolled (unrolled, ptxas
+//    hoists the chunks' addresses out of the tile loop and runs out of registers).
+//  * f32 x: synchronous (visible to other threads after the next __syncthreads): batches of up to
+//    4 chunks per thread, every load of a batch issued before the first is used (one memory round
+//    trip per batch: 2 for a 64 x 128 tile, 1 for 64 x 64), then rounded to bf16 and stored 16
+//    bytes at a time. (Batches of 8 made ptxas spill 32-80 bytes in the dq and forward kernels.)
+//    No overlap with compute: f32 inputs are the slow path (training stores q, k, v in bf16).
+template <int HDMAX, int NROWS>
 __device__ __forceinline__ void stage_rows(bf16* tile, const bf16* x, int64_t row_base, int64_t ld, int64_t off, int r0,
-                                           int nrows, int T, int HD) {
+                                           int T, int HD) {
     constexpr int CPR = HDMAX / 8, LD = HDMAX + 8;
 #pragma unroll 1
-    for (int i = threadIdx.x; i < nrows * CPR; i += kThreads) {
+    for (int i = threadIdx.x; i < NROWS * CPR; i += kThreads) {
         const int r = i / CPR, c = (i % CPR) * 8, t = r0 + r;
         const bool ok = t < T && c < HD;
         ptx::cp_async_16(tile + r * LD + c, ok ? x + (row_base + t) * ld + off + c : x, ok);
     }
 }
-template <int HDMAX>
+template <int HDMAX, int NROWS>
 __device__ __forceinline__ void stage_rows(bf16* tile, const float* x, int64_t row_base, int64_t ld, int64_t off, int r0,
-                                           int nrows, int T, int HD) {
-    constexpr int CPR = HDMAX / 8, LD = HDMAX + 8;
+                                           int T, int HD) {
+    constexpr int CPR = HDMAX / 8, LD = HDMAX + 8, PER = NROWS * CPR / kThreads, NB = PER < 4 ? PER : 4;
+    static_assert(NROWS * CPR % kThreads == 0 && PER % NB == 0, "whole batches of chunks per thread");
 #pragma unroll 1
-    for (int i = threadIdx.x; i < nrows * CPR; i += kThreads) {
-        const int r = i / CPR, c = (i % CPR) * 8, t = r0 + r;
-        uint4 u = make_uint4(0u, 0u, 0u, 0u);
-        if (t < T && c < HD) {
-            const float4* src = reinterpret_cast<const float4*>(x + (row_base + t) * ld + off + c);
-            const float4 a = src[0], b = src[1];
-            u = make_uint4(ptx::pack_bf16x2(a.x, a.y), ptx::pack_bf16x2(a.z, a.w), ptx::pack_bf16x2(b.x, b.y),
-                           ptx::pack_bf16x2(b.z, b.w));
+    for (int b0 = 0; b0 < PER; b0 += NB) {
+        float4 a[NB][2];
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            const int i = int(threadIdx.x) + (b0 + n) * kThreads, r = i / CPR, c = (i % CPR) * 8, t = r0 + r;
+            a[n][0] = a[n][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (t < T && c < HD) {
+                const float4* src = reinterpret_cast<const float4*>(x + (row_base + t) * ld + off + c);
+                a[n][0] = src[0], a[n][1] = src[1];
+            }
         }
-        *reinterpret_cast<uint4*>(tile + r * LD + c) = u;
+#pragma unroll
+        for (int n = 0; n < NB; n++) {
+            const int i = int(threadIdx.x) + (b0 + n) * kThreads, r = i / CPR, c = (i % CPR) * 8;
+            *reinterpret_cast<uint4*>(tile + r * LD + c) =
+                make_uint4(ptx::pack_bf16x2(a[n][0].x, a[n][0].y), ptx::pack_bf16x2(a[n][0].z, a[n][0].w),
+                           ptx::pack_bf16x2(a[n][1].x, a[n][1].y), ptx::pack_bf16x2(a[n][1].z, a[n][1].w));
+        }
     }
 }
 
@@ -262,9 +276,9 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
     wlo_min = seg ? warp_min_i(wlo_min) : 0;
     wlo_max = seg ? warp_max_i(wlo_max) : 0;
 
-    stage_rows<HDMAX>(sQ, q, row_base, ldq, int64_t(h) * p.HD, q0, BR, p.T, p.HD);
-    stage_rows<HDMAX>(sK, k, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, BC, p.T, p.HD);
-    stage_rows<HDMAX>(sV, v, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, BC, p.T, p.HD);
+    stage_rows<HDMAX, BR>(sQ, q, row_base, ldq, int64_t(h) * p.HD, q0, p.T, p.HD);
+    stage_rows<HDMAX, BC>(sK, k, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, p.T, p.HD);
+    stage_rows<HDMAX, BC>(sV, v, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, p.T, p.HD);
     ptx::cp_async_commit();
 
     float o[MT][NOB][4], m[MT][2], l[MT][2];
@@ -280,8 +294,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
     for (int it = 0; it < ntiles; it++) {
         const int s0 = (first + it) * BC, buf = it & 1;
         if (it + 1 < ntiles) {  // the next tile into the other buffer (its readers passed the last barrier)
-            stage_rows<HDMAX>(sK + (buf ^ 1) * BC * LD, k, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, BC, p.T, p.HD);
-            stage_rows<HDMAX>(sV + (buf ^ 1) * BC * LD, v, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, BC, p.T, p.HD);
+            stage_rows<HDMAX, BC>(sK + (buf ^ 1) * BC * LD, k, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, p.T, p.HD);
+            stage_rows<HDMAX, BC>(sV + (buf ^ 1) * BC * LD, v, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, p.T, p.HD);
             ptx::cp_async_commit();
             ptx::cp_async_wait<1>();  // everything but the tile just issued
         } else {
@@ -512,10 +526,10 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
         Dt[hf] = ok ? Dh[t] : 0.0f;
     }
 
-    stage_rows<HDMAX>(sQ, q, row_base, ldq, int64_t(h) * p.HD, q0, BR, p.T, p.HD);
-    stage_rows<HDMAX>(sdO, dout16, row_base, ldq, int64_t(h) * p.HD, q0, BR, p.T, p.HD);
-    stage_rows<HDMAX>(sK, k, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, BC, p.T, p.HD);
-    stage_rows<HDMAX>(sV, v, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, BC, p.T, p.HD);
+    stage_rows<HDMAX, BR>(sQ, q, row_base, ldq, int64_t(h) * p.HD, q0, p.T, p.HD);
+    stage_rows<HDMAX, BR>(sdO, dout16, row_base, ldq, int64_t(h) * p.HD, q0, p.T, p.HD);
+    stage_rows<HDMAX, BC>(sK, k, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, p.T, p.HD);
+    stage_rows<HDMAX, BC>(sV, v, row_base, ldkv, int64_t(kvh) * p.HD, first * BC, p.T, p.HD);
     ptx::cp_async_commit();
 
     float acc[NOB][4];
@@ -526,8 +540,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
     for (int it = 0; it < ntiles; it++) {
         const int s0 = (first + it) * BC, buf = it & 1;
         if (it + 1 < ntiles) {
-            stage_rows<HDMAX>(sK + (buf ^ 1) * BC * LD, k, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, BC, p.T, p.HD);
-            stage_rows<HDMAX>(sV + (buf ^ 1) * BC * LD, v, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, BC, p.T, p.HD);
+            stage_rows<HDMAX, BC>(sK + (buf ^ 1) * BC * LD, k, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, p.T, p.HD);
+            stage_rows<HDMAX, BC>(sV + (buf ^ 1) * BC * LD, v, row_base, ldkv, int64_t(kvh) * p.HD, s0 + BC, p.T, p.HD);
             ptx::cp_async_commit();
             ptx::cp_async_wait<1>();
         } else {
@@ -677,8 +691,8 @@ __global__ void __launch_bounds__(kThreads, Bwd<HDMAX>::kMinBlocks) attention_mm
     // Tile i: query head kvh G + sg GS + i / ntq, queries s0 + (i % ntq) BR ...: Q, dO, lse, D, seg starts.
     auto stage_tile = [&](int i, int buf) {
         const int h = kvh * p.G + sg * GS + i / ntq, t0 = s0 + (i % ntq) * BR;
-        stage_rows<HDMAX>(sQ + buf * BR * LD, q, row_base, ldq, int64_t(h) * p.HD, t0, BR, p.T, p.HD);
-        stage_rows<HDMAX>(sdO + buf * BR * LD, dout16, row_base, ldq, int64_t(h) * p.HD, t0, BR, p.T, p.HD);
+        stage_rows<HDMAX, BR>(sQ + buf * BR * LD, q, row_base, ldq, int64_t(h) * p.HD, t0, p.T, p.HD);
+        stage_rows<HDMAX, BR>(sdO + buf * BR * LD, dout16, row_base, ldq, int64_t(h) * p.HD, t0, p.T, p.HD);
         const int j = int(threadIdx.x) & (BR - 1), t = t0 + j;
         const bool ok = t < p.T;
         const int64_t lrow = (int64_t(b) * p.NH + h) * p.T;
@@ -691,8 +705,8 @@ __global__ void __launch_bounds__(kThreads, Bwd<HDMAX>::kMinBlocks) attention_mm
         }
     };
 
-    stage_rows<HDMAX>(sK, k, row_base, ldkv, int64_t(kvh) * p.HD, s0, BC, p.T, p.HD);
-    stage_rows<HDMAX>(sV, v, row_base, ldkv, int64_t(kvh) * p.HD, s0, BC, p.T, p.HD);
+    stage_rows<HDMAX, BC>(sK, k, row_base, ldkv, int64_t(kvh) * p.HD, s0, p.T, p.HD);
+    stage_rows<HDMAX, BC>(sV, v, row_base, ldkv, int64_t(kvh) * p.HD, s0, p.T, p.HD);
     stage_tile(0, 0);
     ptx::cp_async_commit();
 
