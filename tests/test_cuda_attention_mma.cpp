@@ -157,7 +157,8 @@ void check(const AttnShape& s, uint64_t seed, const Opts& o = {}) {
     if (o.in == DType::BF16) {  // the reference sees the values the kernels read
         q = from_bf16(to_bf16(q)), k = from_bf16(to_bf16(k)), v = from_bf16(to_bf16(v));
     }
-    const std::vector<int32_t> seg = o.seg_len ? random_segments(s.B, s.T, seed + 4, o.seg_len) : std::vector<int32_t>();
+    const std::vector<int32_t> seg =
+        o.seg_len ? random_segments(s.B, s.T, seed + 4, o.seg_len) : std::vector<int32_t>();
     const int32_t* seg_h = o.seg_len ? seg.data() : nullptr;
 
     std::vector<float> out(nq), lse(nl), dq(nq), dk(nkv), dv(nkv);
@@ -270,7 +271,9 @@ TEST(CudaAttentionMma, SupportsSaysWhy) {
     EXPECT_FALSE(cuda::attention_mma_supports({.B = 1, .T = 4, .NH = 2, .NKV = 1, .HD = 256}, qf, qf, qf, {}, &why));
     EXPECT_FALSE(cuda::attention_mma_supports({.B = 1, .T = 4, .NH = 2, .NKV = 1, .HD = 64}, qh, qf, qf, {}, &why));
     EXPECT_NE(why.find("share a dtype"), std::string::npos) << why;
-    EXPECT_FALSE(cuda::attention_mma_supports({.B = 1, .T = 4, .NH = 2, .NKV = 1, .HD = 64}, ActIn(f + 1), qf, qf, {}, &why));
+    const ActIn q_misaligned(f + 1);
+    EXPECT_FALSE(
+        cuda::attention_mma_supports({.B = 1, .T = 4, .NH = 2, .NKV = 1, .HD = 64}, q_misaligned, qf, qf, {}, &why));
     EXPECT_NE(why.find("16-byte aligned"), std::string::npos) << why;
     EXPECT_FALSE(cuda::attention_mma_supports({.B = 1, .T = 4, .NH = 3, .NKV = 2, .HD = 64}, qf, qf, qf, {}, &why));
 }

@@ -382,9 +382,11 @@ void attention_backward4(Args a) {
     am::Params p{B, T, NH, NKV, HD, G, scale, scale * am::kLog2e};
     p.S = g_split;
     using C = am::Bwd<HDM4>;
-    am::attention_mma_delta_kernel<float><<<ceil_div(size_t(B) * T * NH * 32, 256), 256>>>(a.D, g_dout16, a.dout, a.out, p);
-    am::attention_mma_dq_kernel<HDM4, __nv_bfloat16><<<dim3(NH, ceil_div(T, C::BR), B), am::kThreads, C::dq_smem_bytes>>>(
-        a.dq, g_dout16, g_q16, g_k16, g_v16, a.lse, a.D, a.seg, p);
+    am::attention_mma_delta_kernel<float>
+        <<<ceil_div(size_t(B) * T * NH * 32, 256), 256>>>(a.D, g_dout16, a.dout, a.out, p);
+    am::attention_mma_dq_kernel<HDM4, __nv_bfloat16>
+        <<<dim3(NH, ceil_div(T, C::BR), B), am::kThreads, C::dq_smem_bytes>>>(a.dq, g_dout16, g_q16, g_k16, g_v16,
+                                                                             a.lse, a.D, a.seg, p);
     am::attention_mma_dkv_kernel<HDM4, __nv_bfloat16>
         <<<dim3(NKV * p.S, ceil_div(T, C::BC), B), am::kThreads, C::dkv_smem_bytes>>>(
             a.dk, a.dv, g_part, g_dout16, g_q16, g_k16, g_v16, a.lse, a.D, a.seg, p);

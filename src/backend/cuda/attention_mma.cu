@@ -27,7 +27,8 @@ bool check(const AttnShape& s, ActIn q, ActIn k, ActIn v, ActIn out, std::string
         return false;
     };
     if (s.B <= 0 || s.T <= 0 || s.NH <= 0 || s.NKV <= 0 || s.NH % s.NKV != 0)
-        return no(fmt::format("bad shape B={} T={} NH={} NKV={} (NH must be a multiple of NKV)", s.B, s.T, s.NH, s.NKV));
+        return no(
+            fmt::format("bad shape B={} T={} NH={} NKV={} (NH must be a multiple of NKV)", s.B, s.T, s.NH, s.NKV));
     if (am::bucket(s.HD) == 0) return no(fmt::format("head dim {} (needs HD % 8 == 0 and 8 <= HD <= 128)", s.HD));
     if (s.NH > 65535 || s.B > 65535 || (int64_t(s.T) + 63) / 64 > 65535)
         return no("NH, B and ceil(T / 64) must be at most 65535 (grid dimensions)");
@@ -60,7 +61,8 @@ template <int HDMAX, typename TI, typename TO>
 void forward_launch(TO* out, float* lse, const TI* q, const TI* k, const TI* v, const int32_t* seg, const Params& p) {
     constexpr size_t smem = am::Fwd<HDMAX>::smem_bytes;
     constexpr int BR = am::Fwd<HDMAX>::BR;
-    static const bool ready = (prepare(am::attention_mma_forward_kernel<HDMAX, TI, TO>, smem, "attention_mma_forward"), true);
+    static const bool ready =
+        (prepare(am::attention_mma_forward_kernel<HDMAX, TI, TO>, smem, "attention_mma_forward"), true);
     (void)ready;
     const dim3 grid(unsigned(p.NH), unsigned((p.T + BR - 1) / BR), unsigned(p.B));
     launch(am::attention_mma_forward_kernel<HDMAX, TI, TO>, grid, am::kThreads, smem, context().stream, out, lse, q, k,
@@ -173,8 +175,8 @@ void attention_mma_backward(float* dq, float* dk, float* dv, const float* dout, 
     float* part = p.S > 1 ? ws.take<float>(size_t(p.S - 1) * 2 * size_t(s.B) * s.T * s.NKV * size_t(s.HD)) : nullptr;
     cudaStream_t stream = context().stream;
     with_in(out, "attention_mma_backward", [&](const auto* o) {
-        launch(am::attention_mma_delta_kernel<elem_t<decltype(o)>>, grid_for(int64_t(rows) * 32, 256), 256, 0, stream, D,
-               dout16, dout, o, p);
+        launch(am::attention_mma_delta_kernel<elem_t<decltype(o)>>, grid_for(int64_t(rows) * 32, 256), 256, 0, stream,
+               D, dout16, dout, o, p);
     });
     CUDA_LAUNCH_CHECK("attention_mma_delta_kernel");
     if (q.bf16())

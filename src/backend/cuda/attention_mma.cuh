@@ -157,7 +157,9 @@ __device__ __forceinline__ float quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
-__device__ __forceinline__ void store2(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
+__device__ __forceinline__ void store2(float* p, float a, float b) {
+    *reinterpret_cast<float2*>(p) = make_float2(a, b);
+}
 __device__ __forceinline__ void store2(bf16* p, float a, float b) {
     *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
 }
@@ -186,8 +188,8 @@ __device__ __forceinline__ void stage_rows(bf16* tile, const bf16* x, int64_t ro
     }
 }
 template <int HDMAX, int NROWS>
-__device__ __forceinline__ void stage_rows(bf16* tile, const float* x, int64_t row_base, int64_t ld, int64_t off, int r0,
-                                           int T, int HD) {
+__device__ __forceinline__ void stage_rows(bf16* tile, const float* x, int64_t row_base, int64_t ld, int64_t off,
+                                           int r0, int T, int HD) {
     constexpr int CPR = HDMAX / 8, LD = HDMAX + 8, PER = NROWS * CPR / kThreads, NB = PER < 4 ? PER : 4;
     static_assert(NROWS * CPR % kThreads == 0 && PER % NB == 0, "whole batches of chunks per thread");
 #pragma unroll 1
@@ -250,9 +252,9 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&c0)[4],
 // query block first, so the short blocks fill in at the end (longest-processing-time first), and
 // consecutive blocks share K / V rows in L2 (the G query heads of a kv head are adjacent).
 template <int HDMAX, typename TI, typename TO>
-__global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out, float* lse, const TI* q, const TI* k,
-                                                                         const TI* v, const int32_t* seg_start,
-                                                                         Params p) {
+__global__ void __launch_bounds__(kThreads)
+    attention_mma_forward_kernel(TO* out, float* lse, const TI* q, const TI* k, const TI* v, const int32_t* seg_start,
+                                 Params p) {
 #if TUNER_MMA_ARCH_OK
     using C = Fwd<HDMAX>;
     constexpr int MT = C::MT, BR = C::BR, BC = C::BC, LD = C::LD;
@@ -318,7 +320,8 @@ __global__ void __launch_bounds__(kThreads) attention_mma_forward_kernel(TO* out
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                    for (int kk = 0; kk < NKS; kk++) load_a<LD>(qa[mt][kk], sQ, warp * 16 * MT + 16 * mt, kk * 16, lane);
+                    for (int kk = 0; kk < NKS; kk++)
+                        load_a<LD>(qa[mt][kk], sQ, warp * 16 * MT + 16 * mt, kk * 16, lane);
             }
         }
         // Skip a tile none of this warp's rows sees (past its last row, or before every segment start).
@@ -491,9 +494,9 @@ __global__ void attention_mma_delta_kernel(float* D, bf16* dout16, const float* 
 // (NH, ceil(T / 64), B) (longest query blocks first, as the forward), 128 threads,
 // Bwd<HDMAX>::dq_smem_bytes.
 template <int HDMAX, typename TI>
-__global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, const bf16* dout16, const TI* q,
-                                                                    const TI* k, const TI* v, const float* lse,
-                                                                    const float* D, const int32_t* seg_start, Params p) {
+__global__ void __launch_bounds__(kThreads)
+    attention_mma_dq_kernel(float* dq, const bf16* dout16, const TI* q, const TI* k, const TI* v, const float* lse,
+                            const float* D, const int32_t* seg_start, Params p) {
 #if TUNER_MMA_ARCH_OK
     using C = Bwd<HDMAX>;
     constexpr int BR = C::BR, BC = C::BC, LD = C::LD, NKS = HDMAX / 16, NSB = BC / 8, NOB = HDMAX / 8;
@@ -658,10 +661,9 @@ __global__ void __launch_bounds__(kThreads) attention_mma_dq_kernel(float* dq, c
 // part + (sg - 1) 2 nkv (dk, then dv; nkv = B T NKV HD), which attention_mma_dkv_reduce_kernel adds
 // in sg order. Key block 0 (the longest) is dispatched first.
 template <int HDMAX, typename TI>
-__global__ void __launch_bounds__(kThreads, Bwd<HDMAX>::kMinBlocks) attention_mma_dkv_kernel(float* dk, float* dv, float* part,
-                                                                     const bf16* dout16, const TI* q, const TI* k,
-                                                                     const TI* v, const float* lse, const float* D,
-                                                                     const int32_t* seg_start, Params p) {
+__global__ void __launch_bounds__(kThreads, Bwd<HDMAX>::kMinBlocks)
+    attention_mma_dkv_kernel(float* dk, float* dv, float* part, const bf16* dout16, const TI* q, const TI* k,
+                             const TI* v, const float* lse, const float* D, const int32_t* seg_start, Params p) {
 #if TUNER_MMA_ARCH_OK
     using C = Bwd<HDMAX>;
     constexpr int BR = C::BR, BC = C::BC, LD = C::LD, NKS = HDMAX / 16, NSB = BR / 8, NOB = HDMAX / 8;

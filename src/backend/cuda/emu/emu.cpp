@@ -569,14 +569,16 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
         die(buf);
     }
     uint8_t* d = static_cast<uint8_t*>(dst);
-    if (reinterpret_cast<uintptr_t>(dst) % uintptr_t(bytes) != 0 || reinterpret_cast<uintptr_t>(src) % uintptr_t(bytes) != 0) {
-        std::snprintf(buf, sizeof buf, "cp.async of %d bytes from %p to %p: both must be %d-byte aligned", bytes, src, dst,
-                      bytes);
+    const uintptr_t align = uintptr_t(bytes);
+    if (reinterpret_cast<uintptr_t>(dst) % align != 0 || reinterpret_cast<uintptr_t>(src) % align != 0) {
+        std::snprintf(buf, sizeof buf, "cp.async of %d bytes from %p to %p: both must be %d-byte aligned", bytes, src,
+                      dst, bytes);
         die(buf);
     }
     if (d < s.smem || d + bytes > s.smem + s.smem_bytes) {
-        std::snprintf(buf, sizeof buf, "cp.async destination %p is not inside the launch's %zu bytes of dynamic shared memory",
-                      dst, s.smem_bytes);
+        std::snprintf(buf, sizeof buf,
+                      "cp.async destination %p is not inside the launch's %zu bytes of dynamic shared memory", dst,
+                      s.smem_bytes);
         die(buf);
     }
     Thread::CpAsync c{};
@@ -591,7 +593,8 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
             ok = a >= it->first && a + size_t(src_bytes) <= it->first + it->second;
         }
         if (!ok) {
-            std::snprintf(buf, sizeof buf, "cp.async reads %d bytes at %p, outside every device allocation", src_bytes, src);
+            std::snprintf(buf, sizeof buf, "cp.async reads %d bytes at %p, outside every device allocation", src_bytes,
+                          src);
             die(buf);
         }
         std::memcpy(c.bytes, src, size_t(src_bytes));
