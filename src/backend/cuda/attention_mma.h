@@ -14,7 +14,7 @@
 //    reads likewise; dout, dq, dk, dv, lse f32;
 //  * every tensor pointer 16-byte aligned (cudaMalloc and DeviceArena views are 256-byte
 //    aligned); seg_start, when given, 4-byte aligned;
-//  * any T >= 1 (not only multiples of a tile); NH and B at most 65535 (grid y and z).
+//  * any T >= 1 (not only multiples of a tile); NH, B and ceil(T / 64) at most 65535 (grid sizes).
 // Numerics: bf16 operands (q, k, v, dout rounded to bf16 when staged; P and dS rounded to bf16 as
 // tensor-core inputs), f32 accumulation, softmax / lse / D in f32: the tolerances of the
 // existing bf16 path (out 1e-2, lse 5e-3, gradients 2e-2 of each tensor's max).
@@ -33,8 +33,11 @@ namespace tuner::cuda {
 // or the backward's saved out; pass {} to skip pointer checks). False with *why set otherwise.
 bool attention_mma_supports(const AttnShape& s, ActIn q, ActIn k, ActIn v, ActIn out, std::string* why = nullptr);
 
-// Workspace bytes attention_mma_backward takes (the forward takes none): D (B, NH, T) f32 and dout
-// rounded to bf16 (B, T, NH, HD), each rounded up to the workspace alignment.
+// Workspace bytes attention_mma_backward takes (the forward takes none): D (B, NH, T) f32, dout
+// rounded to bf16 (B, T, NH, HD), and with GQA (G = NH / NKV > 1) room for the dk / dv partial sums
+// of up to G - 1 extra head groups ((G - 1) x 2 x B T NKV HD f32; how many are used depends on the
+// device's SM count), each rounded up to the workspace alignment. For B=1 T=2048 NH=32 NKV=8
+// HD=128: 0.25 + 16 + 48 MiB.
 size_t attention_mma_workspace_bytes(const AttnShape& s);
 
 void attention_mma_forward(ActOut out, float* lse, ActIn q, ActIn k, ActIn v, const int32_t* seg_start,
