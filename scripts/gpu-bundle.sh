@@ -23,7 +23,7 @@ BUILD=${BUILD:-build-gpu-bundle}
 ARCH=${CUDA_ARCH:-90}
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-gpu-bundle.tar.xz}
-TARGETS=(tuner test_cuda_ops test_cuda_model test_golden test_train_golden test_cuda_bench test_cuda_stubs)
+TARGETS=(tuner test_cuda_ops test_cuda_attention_mma test_cuda_model test_golden test_train_golden test_cuda_bench test_cuda_stubs)
 
 [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null || { echo "gpu-bundle: nvcc not found"; exit 1; }
 generator=()

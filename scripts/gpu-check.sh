@@ -76,8 +76,8 @@ build() {
     echo "gpu-check: FAILED: CMake did not enable CUDA (nvcc not found? put it on PATH or set CMAKE_CUDA_COMPILER)"
     exit 1
   fi
-  cmake --build "$BUILD" -j "$JOBS" --target test_cuda_ops test_cuda_model test_golden test_train_golden \
-    test_cuda_bench test_cuda_stubs tuner >"$BUILD/build.log" 2>&1
+  cmake --build "$BUILD" -j "$JOBS" --target test_cuda_ops test_cuda_attention_mma test_cuda_model test_golden \
+    test_train_golden test_cuda_bench test_cuda_stubs tuner >"$BUILD/build.log" 2>&1
   local brc=$?
   if [ "$brc" != 0 ] || [ ! -x "$BUILD/tests/test_cuda_ops" ] || [ ! -x "$BUILD/tuner" ]; then
     grep -E "error|FAILED" "$BUILD/build.log" | head -40
@@ -120,6 +120,8 @@ run_tests() {  # name, binary, args...
   fi
 }
 run_tests test_cuda_ops "$BUILD/tests/test_cuda_ops"
+# The mma.sync flash attention (the default bf16 kernels) in detail: head dims, GQA splits, tails.
+run_tests test_cuda_attention_mma "$BUILD/tests/test_cuda_attention_mma"
 # The model and trainer on the GPU against the CPU (forward, first-step gradients, 5 steps of
 # full/LoRA/QLoRA, decoding, adapters and checkpoints across devices, the GPU memory plan,
 # stories260K 5 steps in bf16), then the PyTorch golden tests with the model on the GPU

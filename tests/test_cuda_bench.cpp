@@ -10,8 +10,9 @@
 // FLOP counts: attention forward 4 * B * NH * HD * T(T+1)/2 (the causal half of QK^T and PV),
 // backward 2.5x that (dV, dP, dQ, dK and the recomputed S: FlashAttention's convention; our
 // backward recomputes S and dP twice, so it does more work than it is credited for). Attention
-// is timed twice: BF16 compute (the default: the bf16 tensor-core kernels) and F32 compute (the
-// f32 CUDA-core kernels); the BF16 numbers are what to hold against FlashAttention-2/3.
+// is timed three times: bf16 q/k/v/out under BF16 compute on the mma.sync kernels (the default)
+// and on the WMMA kernels, and f32 on the f32 CUDA-core kernels; the bf16 numbers are what to hold
+// against FlashAttention-2/3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -71,30 +72,62 @@ struct ComputeScope {
     ~ComputeScope() { cuda::set_config(saved); }
 };
 
+// Fills n bf16 values of device memory (bf16 activations, as training stores q/k/v/out).
+void fill_random_bf16(uint16_t* d, size_t n, uint64_t seed) {
+    const size_t chunk = std::min<size_t>(n, size_t(1) << 22);
+    const std::vector<float> h = random_floats(chunk, seed);
+    std::vector<uint16_t> b(chunk);
+    convert_from_f32(b.data(), DType::BF16, h.data(), chunk);
+    for (size_t off = 0; off < n; off += chunk)
+        cuda::copy_to_device(d + off, b.data(), std::min(chunk, n - off) * sizeof(uint16_t));
+}
+
+// Three cases side by side: bf16 q/k/v/out (what training stores under cuda_matmul: bf16) on the
+// mma.sync kernels (the default) and on the WMMA kernels, and f32 on the f32 CUDA-core kernels.
 TEST(CudaBench, DISABLED_Attention) {
     TUNER_REQUIRE_CUDA();
     const AttnShape s{.B = 1, .T = 2048, .NH = 32, .NKV = 8, .HD = 128};
     const size_t nq = size_t(s.B) * s.T * s.NH * s.HD, nkv = size_t(s.B) * s.T * s.NKV * s.HD;
-    cuda::DeviceArena a("bench", (4 * nq + 4 * nkv + size_t(s.B) * s.NH * s.T) * 4 + (size_t(16) << 20));
+    const size_t nl = size_t(s.B) * s.NH * s.T;
+    cuda::DeviceArena a("bench", (4 * nq + 4 * nkv + nl) * 4 + (2 * nq + 2 * nkv) * 2 + (size_t(16) << 20));
     float *q = a.alloc_f32(nq, "q"), *k = a.alloc_f32(nkv, "k"), *v = a.alloc_f32(nkv, "v");
     float *out = a.alloc_f32(nq, "out"), *dout = a.alloc_f32(nq, "dout"), *dq = a.alloc_f32(nq, "dq");
     float *dk = a.alloc_f32(nkv, "dk"), *dv = a.alloc_f32(nkv, "dv");
-    float* lse = a.alloc_f32(size_t(s.B) * s.NH * s.T, "lse");
+    float* lse = a.alloc_f32(nl, "lse");
+    auto bf16_buf = [&](size_t n, const char* name) { return static_cast<uint16_t*>(a.alloc(n * 2, name)); };
+    uint16_t *q16 = bf16_buf(nq, "q16"), *k16 = bf16_buf(nkv, "k16"), *v16 = bf16_buf(nkv, "v16");
+    uint16_t* out16 = bf16_buf(nq, "out16");
     fill_random(q, nq, 1), fill_random(k, nkv, 2), fill_random(v, nkv, 3), fill_random(dout, nq, 4);
-    cuda::reserve_workspace(cuda::attention_workspace_bytes(s));
+    fill_random_bf16(q16, nq, 1), fill_random_bf16(k16, nkv, 2), fill_random_bf16(v16, nkv, 3);
+    cuda::reserve_workspace(cuda::attention_workspace_bytes(s));  // the mma default: the largest
     const double fwd_flops = 4.0 * s.B * s.NH * s.HD * (double(s.T) * (s.T + 1) / 2);
-    for (cuda::MatmulCompute c : {cuda::MatmulCompute::BF16, cuda::MatmulCompute::F32}) {
-        ComputeScope scope(c);
-        const bool bf16 = c == cuda::MatmulCompute::BF16;
-        const double tf = time_median([&] { cuda::attention_forward(out, lse, q, k, v, nullptr, s); }, 10);
-        const double tb = time_median(
-            [&] { cuda::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, nullptr, s); }, 10);
-        const std::string shape =
-            std::string("B=1 T=2048 NH=32 NKV=8 HD=128 causal, ") + (bf16 ? "bf16 tensor cores" : "f32 CUDA cores");
-        const std::string tag = bf16 ? " bf16" : " f32";
-        report("attention forward" + tag, fwd_flops / tf * 1e-12, "TFLOP/s",
+    struct Case {
+        const char* tag;
+        cuda::MatmulCompute compute;
+        cuda::AttentionKernels kernels;
+        bool bf16;
+        const char* what;
+    };
+    const Case cases[] = {
+        {"bf16 mma", cuda::MatmulCompute::BF16, cuda::AttentionKernels::MMA, true, "bf16 q/k/v/out, mma.sync kernels"},
+        {"bf16 wmma", cuda::MatmulCompute::BF16, cuda::AttentionKernels::WMMA, true, "bf16 q/k/v/out, WMMA kernels"},
+        {"f32", cuda::MatmulCompute::F32, cuda::AttentionKernels::MMA, false, "f32 q/k/v/out, f32 CUDA cores"},
+    };
+    for (const Case& c : cases) {
+        ComputeScope scope(c.compute);
+        cuda::Config cfg = cuda::config();
+        cfg.attention = c.kernels;
+        cuda::set_config(cfg);
+        const ActIn qi = c.bf16 ? ActIn(q16, DType::BF16) : ActIn(q), ki = c.bf16 ? ActIn(k16, DType::BF16) : ActIn(k),
+                    vi = c.bf16 ? ActIn(v16, DType::BF16) : ActIn(v);
+        const ActOut oo = c.bf16 ? ActOut(out16, DType::BF16) : ActOut(out);
+        const double tf = time_median([&] { cuda::attention_forward(oo, lse, qi, ki, vi, nullptr, s); }, 10);
+        const double tb =
+            time_median([&] { cuda::attention_backward(dq, dk, dv, dout, qi, ki, vi, oo, lse, nullptr, s); }, 10);
+        const std::string shape = std::string("B=1 T=2048 NH=32 NKV=8 HD=128 causal, ") + c.what;
+        report(std::string("attention forward ") + c.tag, fwd_flops / tf * 1e-12, "TFLOP/s",
                shape + ", " + std::to_string(tf * 1e3) + " ms");
-        report("attention backward" + tag, 2.5 * fwd_flops / tb * 1e-12, "TFLOP/s",
+        report(std::string("attention backward ") + c.tag, 2.5 * fwd_flops / tb * 1e-12, "TFLOP/s",
                shape + ", " + std::to_string(tb * 1e3) + " ms");
     }
 }

@@ -87,6 +87,21 @@ struct ComputeScope {
     ~ComputeScope() { cuda::set_config(saved); }
 };
 
+// Runs fn once per bf16 tensor-core attention implementation (cuda::Config::attention): the
+// mma.sync kernels (the default; a call they do not take falls back to WMMA) and the WMMA ones.
+template <typename Fn>
+void for_each_attention_kernels(Fn fn) {
+    for (cuda::AttentionKernels a : {cuda::AttentionKernels::MMA, cuda::AttentionKernels::WMMA}) {
+        SCOPED_TRACE(a == cuda::AttentionKernels::MMA ? "attention kernels: mma.sync" : "attention kernels: wmma");
+        const cuda::Config saved = cuda::config();
+        cuda::Config cfg = saved;
+        cfg.attention = a;
+        cuda::set_config(cfg);
+        fn();
+        cuda::set_config(saved);
+    }
+}
+
 const char* compute_name(cuda::MatmulCompute c) {
     return c == cuda::MatmulCompute::F32 ? "f32" : c == cuda::MatmulCompute::TF32 ? "tf32" : "bf16";
 }
@@ -547,37 +562,46 @@ TEST(CudaAttention, Tf32UsesF32Kernels) {
     check_attention({.B = 1, .T = 70, .NH = 4, .NKV = 2, .HD = 64}, true, 71, cuda::MatmulCompute::TF32);
 }
 
-// The tensor-core kernels (BF16 compute, the default): 64-query / 64-key tiles, so T = 100, 150,
-// 333 end inside a tile, T = 1 is one partial tile, and T = 200 has causal diagonal tiles that
-// are neither full nor empty.
+// The tensor-core kernels (BF16 compute, the default), each test once per implementation
+// (mma.sync: 128-query / 64-key tiles; WMMA: 64 / 64), so T = 100, 150, 333 end inside a tile,
+// T = 1 is one partial tile, and T = 200 has causal diagonal tiles that are neither full nor
+// empty. tests/test_cuda_attention_mma.cpp tests the mma.sync kernels in more detail.
 TEST(CudaAttentionBf16, GqaCausal) {
     TUNER_REQUIRE_CUDA();
     const auto bf16 = cuda::MatmulCompute::BF16;
-    check_attention({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 131, bf16);
-    check_attention({.B = 1, .T = 1, .NH = 2, .NKV = 1, .HD = 64}, false, 132, bf16);  // one token
-    check_attention({.B = 1, .T = 200, .NH = 8, .NKV = 1, .HD = 128}, false, 133, bf16);
+    for_each_attention_kernels([&] {
+        check_attention({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 131, bf16);
+        check_attention({.B = 1, .T = 1, .NH = 2, .NKV = 1, .HD = 64}, false, 132, bf16);  // one token
+        check_attention({.B = 1, .T = 200, .NH = 8, .NKV = 1, .HD = 128}, false, 133, bf16);
+    });
 }
 
 TEST(CudaAttentionBf16, PackedSegments) {
     TUNER_REQUIRE_CUDA();
     const auto bf16 = cuda::MatmulCompute::BF16;
-    check_attention({.B = 2, .T = 150, .NH = 6, .NKV = 2, .HD = 64}, true, 141, bf16);
-    check_attention({.B = 1, .T = 333, .NH = 4, .NKV = 4, .HD = 128}, true, 142, bf16);
+    for_each_attention_kernels([&] {
+        check_attention({.B = 2, .T = 150, .NH = 6, .NKV = 2, .HD = 64}, true, 141, bf16);
+        check_attention({.B = 1, .T = 333, .NH = 4, .NKV = 4, .HD = 128}, true, 142, bf16);
+    });
 }
 
 // Head dims inside the 64 and 128 buckets (zero-padded; 8 is stories260K's), one not a multiple
-// of 4 (scalar global access), and 256 (beyond the tensor-core kernels: the f32 ones run, f32
-// tolerances).
+// of 4 (scalar global access; not a multiple of 8 either, so the mma.sync kernels leave it to
+// WMMA), and 256 (beyond the tensor-core kernels: the f32 ones run, f32 tolerances).
 TEST(CudaAttentionBf16, HeadDims) {
     TUNER_REQUIRE_CUDA();
-    for (int HD : {8, 16, 30, 48, 80, 96, 256})
-        check_attention({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = HD}, true, uint64_t(150 + HD),
-                        cuda::MatmulCompute::BF16);
+    for_each_attention_kernels([&] {
+        for (int HD : {8, 16, 30, 48, 80, 96, 256})
+            check_attention({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = HD}, true, uint64_t(150 + HD),
+                            cuda::MatmulCompute::BF16);
+    });
 }
 
 TEST(CudaAttentionBf16, LongSequence) {
     TUNER_REQUIRE_CUDA();
-    check_attention({.B = 1, .T = 1000, .NH = 8, .NKV = 2, .HD = 128}, true, 161, cuda::MatmulCompute::BF16);
+    for_each_attention_kernels([&] {
+        check_attention({.B = 1, .T = 1000, .NH = 8, .NKV = 2, .HD = 128}, true, 161, cuda::MatmulCompute::BF16);
+    });
 }
 
 // =============================================================================================
@@ -1069,16 +1093,18 @@ void check_attention_bf16(const AttnShape& s, bool segments, uint64_t seed, cuda
     expect_near_p(Dev::down(dvd, nkv), dv, tol.grad, "attention dv", tol.grad_min_scale);
 }
 
-// The tensor-core kernels (BF16 compute, HD <= 128): bf16 q, k, v staged as stored, out written
-// as bf16; HD = 30 takes the scalar (not 4-wide) global accesses.
+// The tensor-core kernels (BF16 compute, HD <= 128; both implementations): bf16 q, k, v staged
+// as stored, out written as bf16; HD = 30 takes WMMA's scalar (not 4-wide) global accesses.
 TEST(CudaBf16Acts, AttentionTensorCores) {
     TUNER_REQUIRE_CUDA();
     const auto bf16 = cuda::MatmulCompute::BF16;
-    check_attention_bf16({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 401, bf16, true, true);
-    check_attention_bf16({.B = 1, .T = 150, .NH = 4, .NKV = 2, .HD = 128}, true, 402, bf16, true, true);
-    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 30}, true, 403, bf16, true, true);
-    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, true, 404, bf16, true, false);  // mixed
-    check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, true, 405, bf16, false, true);  // mixed
+    for_each_attention_kernels([&] {
+        check_attention_bf16({.B = 2, .T = 100, .NH = 4, .NKV = 2, .HD = 64}, false, 401, bf16, true, true);
+        check_attention_bf16({.B = 1, .T = 150, .NH = 4, .NKV = 2, .HD = 128}, true, 402, bf16, true, true);
+        check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 30}, true, 403, bf16, true, true);
+        check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, true, 404, bf16, true, false);  // mixed
+        check_attention_bf16({.B = 1, .T = 77, .NH = 4, .NKV = 2, .HD = 64}, true, 405, bf16, false, true);  // mixed
+    });
 }
 
 // The f32 kernels with bf16 storage: F32 compute, and head dims over 128 under BF16 compute.

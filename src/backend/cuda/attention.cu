@@ -24,8 +24,9 @@
 //    each of the last two kernels): FlashAttention-2 instead adds dq with atomics from the dkv
 //    kernel, which is faster but makes dq's last bits depend on scheduling.
 // These are the f32 kernels (CUDA cores), used when cuda::config().compute is F32 or TF32, and for
-// head dims over 128. With BF16 compute (the default) and HD <= 128 the tensor-core kernels of
-// attention_tc.cuh run instead: same shapes, masks, lse and D conventions, same three-kernel
+// head dims over 128. With BF16 compute (the default) the mma.sync kernels of attention_mma.h
+// take every call they support (cuda::Config::attention == MMA, the default), and otherwise, for
+// HD <= 128, the WMMA tensor-core kernels of attention_tc.cuh run: same shapes, masks, lse and D conventions, same three-kernel
 // deterministic backward, with bf16 operands and f32 accumulation (numerics there).
 //
 // Activation dtypes (kernels.h ActIn / ActOut): q, k, v, out (and out read back by the backward)
@@ -37,10 +38,12 @@
 // already is); out is rounded to nearest even on store when bf16. dout, the gradients, lse and
 // D are always f32. With f32 tensors every kernel computes exactly what it did before.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
 
+#include "backend/cuda/attention_mma.h"
 #include "backend/cuda/attention_tc.cuh"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_common.h"
@@ -589,9 +592,19 @@ void backward_tc_launch(float* dq, float* dk, float* dv, const float* dout, cons
 
 }  // namespace
 
+// The mma.sync kernels (attention_mma.h) take a call under BF16 compute when the config picks
+// them and they support its shape, dtypes and pointers; otherwise the kernels of this file.
+bool use_mma(const AttnShape& s, ActIn q, ActIn k, ActIn v, ActIn out) {
+    return config().compute == MatmulCompute::BF16 && config().attention == AttentionKernels::MMA &&
+           attention_mma_supports(s, q, k, v, out);
+}
+
 size_t attention_workspace_bytes(const AttnShape& s) {
     if (s.B <= 0 || s.T <= 0) return 0;
-    return ws_size(size_t(s.B) * s.NH * s.T * sizeof(float));  // D of the backward
+    const size_t d = ws_size(size_t(s.B) * s.NH * s.T * sizeof(float));  // D of the backward
+    // Whether a call goes to the mma kernels depends on its pointers too, so plan for either.
+    const bool mma = config().compute == MatmulCompute::BF16 && config().attention == AttentionKernels::MMA;
+    return mma ? std::max(d, attention_mma_workspace_bytes(s)) : d;
 }
 
 // The activations' dtypes (f32 or bf16 each) into g.
@@ -604,6 +617,7 @@ void attention_forward(ActOut out, float* lse, ActIn q, ActIn k, ActIn v, const 
                        const AttnShape& s) {
     if (s.B <= 0 || s.T <= 0) return;
     context("attention_forward");
+    if (use_mma(s, q, k, v, out)) return attention_mma_forward(out, lse, q, k, v, seg_start, s);
     Dims g = dims(s);
     set_act_dtypes(g, "attention_forward", q, k, v, out);
     if (use_tc(g)) {
@@ -623,6 +637,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, ActI
                         const float* lse, const int32_t* seg_start, const AttnShape& s) {
     if (s.B <= 0 || s.T <= 0) return;
     context("attention_backward");
+    if (use_mma(s, q, k, v, out)) return attention_mma_backward(dq, dk, dv, dout, q, k, v, out, lse, seg_start, s);
     Dims g = dims(s);
     set_act_dtypes(g, "attention_backward", q, k, v, out);
     Workspace ws("attention_backward", attention_workspace_bytes(s));

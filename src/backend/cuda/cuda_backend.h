@@ -51,8 +51,8 @@ void synchronize();  // waits for every queued op; reports an asynchronous kerne
 //        product ~2^-8 against F32. A bf16 output (ActOut) is written by the GEMM as bf16.
 // bf16 activations (ActIn / ActOut) in matmul_* need BF16; under F32 / TF32 they throw (the
 // other ops take them under any compute).
-// It also picks the attention kernels: BF16 runs the bf16 tensor-core flash attention (HD <= 128;
-// attention_tc.cuh), F32 and TF32 the f32 kernels of attention.cu.
+// It also picks the attention kernels: BF16 runs a bf16 tensor-core flash attention (HD <= 128;
+// which one: Config::attention below), F32 and TF32 the f32 kernels of attention.cu.
 enum class MatmulCompute : uint8_t { F32, TF32, BF16 };
 // From the names the config (cuda_matmul) and the CLI (--cuda-matmul) use: "bf16", "tf32", "f32".
 // Anything else is BF16, the default (both callers validate the name first).
@@ -60,8 +60,19 @@ inline MatmulCompute matmul_compute_from_name(const std::string& name) {
     return name == "f32" ? MatmulCompute::F32 : name == "tf32" ? MatmulCompute::TF32 : MatmulCompute::BF16;
 }
 
+// The bf16 tensor-core attention under BF16 compute (f32 / tf32 compute always run attention.cu's
+// f32 kernels):
+//  MMA   FlashAttention-2 style on mma.sync m16n8k16, P kept in registers, cp.async double
+//        buffering (attention_mma.h; HD % 8 == 0, HD <= 128, q/k/v of one dtype, 16-byte aligned
+//        pointers); a call it does not take falls back to WMMA. The default.
+//  WMMA  the first tensor-core version (attention_tc.cuh, nvcuda::wmma; HD <= 128).
+// Both are checked against the CPU on the emulator; neither has been timed on a GPU yet, so the
+// benchmark (tests/test_cuda_bench.cpp) times both side by side.
+enum class AttentionKernels : uint8_t { MMA, WMMA };
+
 struct Config {
     MatmulCompute compute = MatmulCompute::BF16;
+    AttentionKernels attention = AttentionKernels::MMA;
     // Elements of one dequantised weight tile (rows of W converted at a time): 16 Mi elements
     // is 32 MiB in bf16, enough for a full-speed GEMM per tile.
     int64_t weight_tile_elems = int64_t(16) << 20;
