@@ -998,6 +998,54 @@ TEST(CudaBf16Acts, MatmulBf16YSeveralWeightTiles) {
     for (int i : {0, 3, 5}) check_matmul_bf16_acts(67, 512, 200, weight_cases()[size_t(i)]);  // F32, NF4, Q8_0
 }
 
+// A gradient rounded to bf16 once (to_bf16, bit-exact against the CPU) and handed to the backward
+// GEMMs as bf16 gives exactly what they compute from the f32 dy under BF16 compute (they round it
+// to bf16 themselves then): the input gradient through tiled and untiled weights, the weight
+// gradient and, for the bias, the column sums of the rounded values (against the CPU given them).
+TEST(CudaBf16Acts, MatmulBackwardFromBf16GradientIsUnchanged) {
+    TUNER_REQUIRE_CUDA();
+    ComputeScope scope(cuda::MatmulCompute::BF16, 64 * 96);  // NF4: 64-row weight tiles
+    Dev dev;
+    const int64_t N = 53, in = 96, out = 200;
+    const auto dy = random_floats(size_t(N * out), 331), x = random_bf16_values(size_t(N * in), 332);
+    Bf16 dyb(dy.size());
+    cpu::to_bf16(dyb.data(), dy.data(), N * out);
+    float* dyd = dev.up(dy);
+    uint16_t* dybd = dev.zeros<uint16_t>(dyb.size());
+    cuda::to_bf16(dybd, dyd, N * out);
+    expect_bf16_ulps(Dev::down(dybd, dyb.size()), dyb, 0, "to_bf16");
+    for (int i : {0, 1, 3}) {  // F32, BF16, NF4 weights
+        const WeightCase& wc = weight_cases()[size_t(i)];
+        SCOPED_TRACE(wc.name);
+        const HostWeight hw = make_weight(random_floats(size_t(out * in), 333, 0.5f), out, in, wc.dtype, wc.nf4_dq);
+        const WeightView wd = to_device(dev, hw);
+        float *dx32 = dev.zeros<float>(size_t(N * in)), *dx16 = dev.zeros<float>(size_t(N * in));
+        cuda::matmul_backward_input(dx32, dyd, wd, N, false);
+        cuda::matmul_backward_input(dx16, bf16_in(dybd), wd, N, false);
+        expect_near(Dev::down(dx16, size_t(N * in)), Dev::down(dx32, size_t(N * in)), 0.0,
+                    "matmul_backward_input, bf16 dy vs f32 dy");
+    }
+    const Bf16 xb = to_bf16(x);
+    uint16_t* xbd = dev.up(xb);
+    const auto dw0 = random_floats(size_t(out * in), 334), db0 = random_floats(size_t(out), 335);
+    float *dw32 = dev.up(dw0), *dw16 = dev.up(dw0), *db16 = dev.up(db0);
+    cuda::matmul_backward_weight(dw32, nullptr, dyd, bf16_in(xbd), N, out, in);
+    cuda::matmul_backward_weight(dw16, db16, bf16_in(dybd), bf16_in(xbd), N, out, in);
+    expect_near(Dev::down(dw16, dw0.size()), Dev::down(dw32, dw0.size()), 0.0,
+                "matmul_backward_weight, bf16 dy vs f32 dy");
+    std::vector<float> dw = dw0, db = db0;
+    cpu::matmul_backward_weight(dw.data(), db.data(), bf16_in(dyb.data()), bf16_in(xb.data()), N, out, in);
+    expect_near_p(Dev::down(db16, db.size()), db, 1e-5, "matmul_backward_weight dbias (+=) from bf16 dy");
+    expect_near_p(Dev::down(dw16, dw.size()), dw, 1e-5, "matmul_backward_weight dW (+=) from bf16 dy and x");
+    // Under F32 compute a bf16 dy is refused, as a bf16 x is.
+    ComputeScope f32(cuda::MatmulCompute::F32);
+    EXPECT_CONTAINS(tuner::testing::error_of([&] {
+                        cuda::matmul_backward_input(dev.zeros<float>(size_t(N * in)), bf16_in(dybd),
+                                                    WeightView{dw32, DType::F32, out, in}, N, false);
+                    }),
+                    "dy is a bf16 activation");
+}
+
 TEST(CudaBf16Acts, MatmulEmptyProductZeroesBf16Y) {
     TUNER_REQUIRE_CUDA();
     ComputeScope scope(cuda::MatmulCompute::BF16);

@@ -63,6 +63,7 @@ struct LlamaModel::Acts {
     float *dk, *dv;                 // (N, NKV*HD)
     float *dgate, *dup, *dm;        // (N, F)
     // LoRA (null without adapters):
+    uint16_t* dy_bf16 = nullptr;  // (N, max out) with bf16 activations: Linear::dy_bf16
     float* dxa = nullptr;    // (N, r) backward scratch
     float* xdrop = nullptr;  // (N, max in) dropout(x) scratch, only when training with dropout
 };
@@ -294,6 +295,7 @@ Linear LlamaModel::make_linear(int il, LoraModule m, const Param& weight, const 
     Linear lin;
     lin.weight = &weight;
     lin.bias = bias;
+    lin.dy_bf16 = a_ ? a_->dy_bf16 : nullptr;  // (backward only; decoding may run without prepare)
     const LoraAdapter& ad = layers[size_t(il)].lora[size_t(m)];
     if (!adapters_enabled_ || !ad.active()) return lin;
     lin.lora = &ad;
@@ -423,6 +425,9 @@ void LlamaModel::plan_activations(MemoryPlan& plan, const ModelConfig& c, int B,
         plan.add("activation grads", "dq, datt", N * QD * f, 2);
         plan.add("activation grads", "dk, dv", N * KVD * f, 2);
         plan.add("activation grads", "dgate, dup, dm", N * F * f, 3);
+        // bf16 activations: each linear's dy rounded to bf16 once for its backward GEMMs (Linear::dy_bf16).
+        if (o.activation_dtype == DType::BF16)
+            plan.add("activation grads", "dy bf16 copy", N * std::max({QD, C, F}) * 2);
     }
 }
 
@@ -527,6 +532,7 @@ void LlamaModel::prepare(int B, int T, bool training) {
         a_->dgate = acts_.alloc_f32(N * F);
         a_->dup = acts_.alloc_f32(N * F);
         a_->dm = acts_.alloc_f32(N * F);
+        if (adt == DType::BF16) a_->dy_bf16 = static_cast<uint16_t*>(acts_.alloc(N * std::max({QD, C, F}) * 2));
     }
     if (po.device_batch) {
         d_tokens_ = static_cast<int32_t*>(acts_.alloc(N * 4));

@@ -16,14 +16,18 @@ struct Ops {
         if (device == Device::CUDA) cuda::matmul_forward(y, x, w, b, N, acc);
         else cpu::matmul_forward(y, x, w, b, N, acc);
     }
-    void matmul_backward_input(float* dx, const float* dy, const WeightView& w, int64_t N, bool acc) const {
+    void matmul_backward_input(float* dx, ActIn dy, const WeightView& w, int64_t N, bool acc) const {
         if (device == Device::CUDA) cuda::matmul_backward_input(dx, dy, w, N, acc);
         else cpu::matmul_backward_input(dx, dy, w, N, acc);
     }
-    void matmul_backward_weight(float* dw, float* db, const float* dy, ActIn x, int64_t N, int64_t out,
+    void matmul_backward_weight(float* dw, float* db, ActIn dy, ActIn x, int64_t N, int64_t out,
                                 int64_t in) const {
         if (device == Device::CUDA) cuda::matmul_backward_weight(dw, db, dy, x, N, out, in);
         else cpu::matmul_backward_weight(dw, db, dy, x, N, out, in);
+    }
+    void to_bf16(uint16_t* out, const float* x, int64_t n) const {
+        if (device == Device::CUDA) cuda::to_bf16(out, x, n);
+        else cpu::to_bf16(out, x, n);
     }
     // x[i] *= s (the adapter's small (N, r) products).
     void scale_inplace(float* x, int64_t n, float s) const {
@@ -67,11 +71,16 @@ void linear_forward(Device device, ActOut y, ActIn x, const Linear& layer, int64
     ops.matmul_forward(y, call.xa, ad.B.weight_view(), nullptr, N, /*accumulate=*/true);
 }
 
-void linear_backward(Device device, float* dx, bool accumulate_dx, const float* dy, ActIn x, const Linear& layer,
+void linear_backward(Device device, float* dx, bool accumulate_dx, const float* dy_f32, ActIn x, const Linear& layer,
                      int64_t N) {
     const Ops ops{device};
     const Param& W = *layer.weight;
     WeightView w = W.weight_view();
+    ActIn dy = dy_f32;
+    if (layer.dy_bf16) {
+        ops.to_bf16(layer.dy_bf16, dy_f32, N * w.rows);
+        dy = ActIn(layer.dy_bf16, DType::BF16);
+    }
     if (dx) ops.matmul_backward_input(dx, dy, w, N, accumulate_dx);
     if (W.trainable()) {
         float* dbias = (layer.bias && layer.bias->trainable()) ? static_cast<float*>(layer.bias->grad.data) : nullptr;

@@ -45,6 +45,11 @@ struct Linear {
     const Param* bias = nullptr;    // (out) F32, or null
     const LoraAdapter* lora = nullptr;  // active adapter, or null (none, or adapters disabled)
     LoraCall lora_call;
+    // (N, out) scratch, or null: backward rounds dy to bf16 here once and gives that copy to all
+    // its GEMMs (input gradient, weight gradient, the adapter's dB and dxa) instead of each bf16
+    // GEMM converting the f32 dy again. The model sets it when it stores bf16 activations (the
+    // bf16 matmuls round dy to bf16 anyway, so on CUDA their results are unchanged).
+    uint16_t* dy_bf16 = nullptr;
 };
 
 // y (N, out) = x (N, in) W^T (+ b) (+ the adapter's term). x and y may be bf16 storage

@@ -150,8 +150,10 @@ void matmul_forward(ActOut y_act, ActIn x_act, const WeightView& w, const float*
 }
 
 // dx (N, in) = or += dy (N, out) @ W.
-void matmul_backward_input(float* dx, const float* dy, const WeightView& w, int64_t N, bool accumulate) {
+void matmul_backward_input(float* dx, ActIn dy_act, const WeightView& w, int64_t N, bool accumulate) {
     const int64_t out = w.rows, in = w.cols;
+    const F32In dy_f32(dy_act, N * out);
+    const float* dy = dy_f32.get();
     if (w.dtype == DType::F32) {
         sgemm(false, false, N, in, out, dy, out, static_cast<const float*>(w.data), in, dx, in, accumulate);
         return;
@@ -168,9 +170,9 @@ void matmul_backward_input(float* dx, const float* dy, const WeightView& w, int6
 }
 
 // dW (out, in) += dy^T (out, N) @ x (N, in); dbias (out) += column sums of dy (N, out).
-void matmul_backward_weight(float* dw, float* dbias, const float* dy, ActIn x_act, int64_t N, int64_t out, int64_t in) {
-    const F32In x_f32(x_act, N * in);
-    const float* x = x_f32.get();
+void matmul_backward_weight(float* dw, float* dbias, ActIn dy_act, ActIn x_act, int64_t N, int64_t out, int64_t in) {
+    const F32In x_f32(x_act, N * in), dy_f32(dy_act, N * out);
+    const float *x = x_f32.get(), *dy = dy_f32.get();
     sgemm(true, false, out, in, N, dy, out, x, in, dw, in, /*accumulate=*/true);
     if (!dbias) return;
     // Column sums: each thread owns a block of columns and walks all rows (no race, fixed order).

@@ -1,6 +1,7 @@
-// Elementwise adds (residual connections): memory-bound grid-stride loops, one element per
-// thread per iteration. n floats each.
+// Elementwise adds (residual connections) and the bf16 rounding of a gradient: memory-bound
+// grid-stride loops, one element per thread per iteration. n floats each.
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/weights.h"
 #include "backend/kernels.h"
 
 namespace tuner::cuda {
@@ -26,5 +27,11 @@ void add_forward(float* out, const float* a, const float* b, int64_t n) { add_la
 
 // a += b.
 void add_inplace(float* a, const float* b, int64_t n) { add_launch("add_inplace", a, a, b, n); }
+
+// out = bf16(x): weights.h's converter (round to nearest even, as core/dtype.h).
+void to_bf16(uint16_t* out, const float* x, int64_t n) {
+    if (n <= 0) return;
+    f32_to_bf16(reinterpret_cast<__nv_bfloat16*>(out), x, n, context("to_bf16").stream);
+}
 
 }  // namespace tuner::cuda

@@ -26,9 +26,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const voi
 // as in the kernel table (f32 or bf16; bf16 needs BF16 compute, see matmul.cu).
 void matmul_forward_ws(Workspace& ws, ActOut y, ActIn x, const WeightView& w, const float* bias, int64_t N,
                        bool accumulate);
-void matmul_backward_input_ws(Workspace& ws, float* dx, const float* dy, const WeightView& w, int64_t N,
+void matmul_backward_input_ws(Workspace& ws, float* dx, ActIn dy, const WeightView& w, int64_t N,
                               bool accumulate);
-void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, const float* dy, ActIn x, int64_t N,
+void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, ActIn dy, ActIn x, int64_t N,
                                int64_t out, int64_t in);
 
 }  // namespace tuner::cuda

@@ -145,16 +145,18 @@ __global__ void zero_kernel(E* c, int64_t M, int64_t N, int64_t ldc) {
         store_f32(c + (i / N) * ldc + i % N, 0.0f);
 }
 
-// dst (C) += column sums of src (N, C). Blocks own 32 columns; their 16 warps split the rows and
-// add their partial sums in a fixed order: deterministic, no atomics.
+// dst (C) += column sums of src (N, C) (f32, or a bf16 copy of a gradient, widened). Blocks own
+// 32 columns; their 16 warps split the rows and add their partial sums in a fixed order:
+// deterministic, no atomics.
 constexpr int kColWarps = 16;
-__global__ void column_sums_add_kernel(float* dst, const float* src, int64_t N, int64_t C) {
+template <typename E>
+__global__ void column_sums_add_kernel(float* dst, const E* src, int64_t N, int64_t C) {
     __shared__ float partial[kColWarps][33];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t c = int64_t(blockIdx.x) * 32 + lane;
     float acc = 0.0f;
     if (c < C)
-        for (int64_t n = warp; n < N; n += kColWarps) acc += src[n * C + c];
+        for (int64_t n = warp; n < N; n += kColWarps) acc += load_f32(src + n * C + c);
     partial[warp][lane] = acc;
     __syncthreads();
     if (warp == 0 && c < C) {
@@ -280,9 +282,10 @@ void matmul_forward_ws(Workspace& ws, ActOut y, ActIn x, const WeightView& w, co
 }
 
 // dx (N, in) = or += dy (N, out) @ W.
-void matmul_backward_input_ws(Workspace& ws, float* dx, const float* dy, const WeightView& w, int64_t N,
+void matmul_backward_input_ws(Workspace& ws, float* dx, ActIn dy, const WeightView& w, int64_t N,
                               bool accumulate) {
     const int64_t out = w.rows, in = w.cols;
+    check_act("matmul_backward_input", "dy", dy.dtype);
     if (N <= 0 || in <= 0) return;
     cudaStream_t stream = context().stream;
     const void* dya = operand(ws, dy, N * out, stream);
@@ -305,9 +308,10 @@ void matmul_backward_input_ws(Workspace& ws, float* dx, const float* dy, const W
 }
 
 // dW (out, in) += dy^T (out, N) @ x (N, in); dbias (out) += column sums of dy (N, out).
-void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, const float* dy, ActIn x, int64_t N,
+void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, ActIn dy, ActIn x, int64_t N,
                                int64_t out, int64_t in) {
     check_act("matmul_backward_weight", "x", x.dtype);
+    check_act("matmul_backward_weight", "dy", dy.dtype);
     if (N <= 0 || out <= 0) return;
     cudaStream_t stream = context().stream;
     if (in > 0) {
@@ -317,15 +321,18 @@ void matmul_backward_weight_ws(Workspace& ws, float* dw, float* dbias, const flo
              stream);
     }
     if (dbias) {
-        launch(column_sums_add_kernel, unsigned((out + 31) / 32), 32 * kColWarps, 0, stream, dbias, dy, N, out);
-        CUDA_LAUNCH_CHECK("column_sums_add_kernel");
+        with_in(dy, "matmul_backward_weight", [&](const auto* dyp) {
+            launch(column_sums_add_kernel<elem_t<decltype(dyp)>>, unsigned((out + 31) / 32), 32 * kColWarps, 0, stream,
+                   dbias, dyp, N, out);
+            CUDA_LAUNCH_CHECK("column_sums_add_kernel");
+        });
     }
 }
 
 // ---- planning and the kernel table -------------------------------------------------------------------
 
-// An upper bound whatever the activations' dtypes: a bf16 x (bf16 compute) needs no copy, so its
-// call takes less than planned; a bf16 y takes nothing extra (the GEMM writes it directly).
+// An upper bound whatever the activations' dtypes: a bf16 x or dy (bf16 compute) needs no copy, so
+// its call takes less than planned; a bf16 y takes nothing extra (the GEMM writes it directly).
 size_t matmul_workspace_bytes(int64_t N, const WeightView& w) {
     const int64_t out = w.rows, in = w.cols;
     if (N <= 0 || out <= 0 || in <= 0) return 0;
@@ -344,14 +351,14 @@ void matmul_forward(ActOut y, ActIn x, const WeightView& w, const float* bias, i
     matmul_forward_ws(ws, y, x, w, bias, N, accumulate);
 }
 
-void matmul_backward_input(float* dx, const float* dy, const WeightView& w, int64_t N, bool accumulate) {
+void matmul_backward_input(float* dx, ActIn dy, const WeightView& w, int64_t N, bool accumulate) {
     context("matmul_backward_input");
     check_weight(w, "matmul_backward_input");
     Workspace ws("matmul_backward_input", matmul_workspace_bytes(N, w));
     matmul_backward_input_ws(ws, dx, dy, w, N, accumulate);
 }
 
-void matmul_backward_weight(float* dw, float* dbias, const float* dy, ActIn x, int64_t N, int64_t out, int64_t in) {
+void matmul_backward_weight(float* dw, float* dbias, ActIn dy, ActIn x, int64_t N, int64_t out, int64_t in) {
     context("matmul_backward_weight");
     const WeightView w{dw, DType::F32, out, in};
     Workspace ws("matmul_backward_weight", matmul_workspace_bytes(N, w));

@@ -13,8 +13,8 @@ bool available(std::string* why) {
 }
 
 void matmul_forward(ActOut, ActIn, const WeightView&, const float*, int64_t, bool) { NO_CUDA("matmul_forward"); }
-void matmul_backward_input(float*, const float*, const WeightView&, int64_t, bool) { NO_CUDA("matmul_backward_input"); }
-void matmul_backward_weight(float*, float*, const float*, ActIn, int64_t, int64_t, int64_t) {
+void matmul_backward_input(float*, ActIn, const WeightView&, int64_t, bool) { NO_CUDA("matmul_backward_input"); }
+void matmul_backward_weight(float*, float*, ActIn, ActIn, int64_t, int64_t, int64_t) {
     NO_CUDA("matmul_backward_weight");
 }
 void embedding_forward(float*, const int32_t*, const WeightView&, int64_t) { NO_CUDA("embedding_forward"); }
@@ -39,6 +39,7 @@ void swiglu_forward(ActOut, ActIn, ActIn, int64_t) { NO_CUDA("swiglu_forward"); 
 void swiglu_backward(float*, float*, const float*, ActIn, ActIn, int64_t) { NO_CUDA("swiglu_backward"); }
 void add_forward(float*, const float*, const float*, int64_t) { NO_CUDA("add_forward"); }
 void add_inplace(float*, const float*, int64_t) { NO_CUDA("add_inplace"); }
+void to_bf16(uint16_t*, const float*, int64_t) { NO_CUDA("to_bf16"); }
 int64_t lm_head_cross_entropy(float*, float*, float*, float*, const float*, const WeightView&, const int32_t*, int64_t,
                               float) {
     NO_CUDA("lm_head_cross_entropy");
