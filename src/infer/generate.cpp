@@ -14,6 +14,8 @@ NextTokenLogits::NextTokenLogits(LlamaModel& model, int max_T) : model_(model), 
 
 NextTokenLogits::~NextTokenLogits() { delete cache_; }
 
+int64_t NextTokenLogits::vocab_size() const { return model_.config.vocab_size; }
+
 void NextTokenLogits::reset() {
     if (cache_) cache_->clear();
 }

@@ -27,6 +27,7 @@ class NextTokenLogits {
     void compute(const std::vector<int32_t>& ids, float* logits);
     void reset();
     int max_T() const { return max_T_; }
+    int64_t vocab_size() const;  // the model's (logits per call)
 
   private:
     LlamaModel& model_;

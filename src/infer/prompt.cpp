@@ -28,13 +28,21 @@ std::vector<int32_t> render_prompt(const Tokenizer& tok, const ChatTemplate* tmp
 
 std::string generate_text(LlamaModel& model, const Tokenizer& tok, const std::vector<int32_t>& prompt,
                           const SamplingParams& params, int max_new, const std::vector<std::string>& stop_words) {
+    const int max_T = int(std::min<int64_t>(int64_t(prompt.size()) + max_new, model.config.max_position_embeddings));
+    if (int(prompt.size()) >= max_T || max_new <= 0) return "";
+    NextTokenLogits next_logits(model, max_T);  // a KV cache on the model's device
+    return generate_text(next_logits, tok, prompt, params, max_new, stop_words);
+}
+
+std::string generate_text(NextTokenLogits& next_logits, const Tokenizer& tok, const std::vector<int32_t>& prompt,
+                          const SamplingParams& params, int max_new, const std::vector<std::string>& stop_words) {
     std::vector<int32_t> ids = prompt;
-    const int max_T = int(std::min<int64_t>(int64_t(ids.size()) + max_new, model.config.max_position_embeddings));
+    const int max_T = next_logits.max_T();
     std::vector<int32_t> out;
     if (int(ids.size()) >= max_T || max_new <= 0) return "";
-    NextTokenLogits next_logits(model, max_T);  // a KV cache on the CPU
+    next_logits.reset();
     Sampler sampler(params);
-    std::vector<float> logits(size_t(model.config.vocab_size));
+    std::vector<float> logits(size_t(next_logits.vocab_size()));
     std::string text;
     for (int step = 0; step < max_new && int(ids.size()) < max_T; step++) {
         next_logits.compute(ids, logits.data());

@@ -15,6 +15,7 @@ namespace tuner {
 
 class Tokenizer;
 class LlamaModel;
+class NextTokenLogits;
 struct SamplingParams;
 
 std::vector<int32_t> render_prompt(const Tokenizer& tok, const ChatTemplate* tmpl, const EncodeOptions& enc,
@@ -24,6 +25,10 @@ std::vector<int32_t> render_prompt(const Tokenizer& tok, const ChatTemplate* tmp
 // the tokenizer's EOS or a stop string of the template; returns the decoded continuation without
 // the stop token/string.
 std::string generate_text(LlamaModel& model, const Tokenizer& tok, const std::vector<int32_t>& ids,
+                          const SamplingParams& params, int max_new, const std::vector<std::string>& stop_words);
+// The same with a KV cache made beforehand (reset here): the trainer's eval prompts reuse one
+// cache, planned and allocated before the step loop. Generation stops at its max_T positions.
+std::string generate_text(NextTokenLogits& next_logits, const Tokenizer& tok, const std::vector<int32_t>& ids,
                           const SamplingParams& params, int max_new, const std::vector<std::string>& stop_words);
 
 }  // namespace tuner

@@ -13,6 +13,7 @@
 #include "core/scratch.h"
 #include "core/threads.h"
 #include "data/dataset.h"
+#include "infer/generate.h"
 #include "infer/prompt.h"
 #include "infer/sampling.h"
 #include "io/gguf.h"
@@ -65,8 +66,10 @@ double evaluate(LlamaModel& model, const Dataset& ds, int64_t batch_size) {
     return count > 0 ? sum / double(count) : -1;
 }
 
-// Generations for eval.prompts: rendered as training rendered them, greedy, up to max_new tokens.
-std::string sample_generations(LlamaModel& model, const Tokenizer& tok, const Datasets& data,
+// Generations for eval.prompts: rendered as training rendered them, greedy, up to max_new tokens,
+// with `cache` (made before the step loop, max_T = T + max_new as the memory plan counts it). A
+// prompt longer than T gets a cache of its own for that call (outside the plan).
+std::string sample_generations(LlamaModel& model, NextTokenLogits& cache, const Tokenizer& tok, const Datasets& data,
                                const std::vector<std::string>& prompts, int64_t max_new, int64_t step) {
     std::string md = fmt::format("## step {}\n\n", step);
     SamplingParams greedy;
@@ -74,7 +77,10 @@ std::string sample_generations(LlamaModel& model, const Tokenizer& tok, const Da
     const ChatTemplate* tmpl = data.chat_template.tmpl;
     for (const auto& prompt : prompts) {
         auto ids = render_prompt(tok, tmpl, data.encode, "", prompt);
-        std::string out = generate_text(model, tok, ids, greedy, int(max_new), tmpl ? tmpl->stop_words : std::vector<std::string>{});
+        const std::vector<std::string> stops = tmpl ? tmpl->stop_words : std::vector<std::string>{};
+        const bool fits = int64_t(ids.size()) + max_new <= cache.max_T();
+        std::string out = fits ? generate_text(cache, tok, ids, greedy, int(max_new), stops)
+                               : generate_text(model, tok, ids, greedy, int(max_new), stops);
         md += fmt::format("**prompt:** {}\n\n**output:** {}\n\n", prompt, out);
     }
     return md;
@@ -347,6 +353,14 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         std::printf("validation loss before training: %.4f\n", result.eval_loss_before);
     }
     const fs::path samples_md = fs::path(cfg.output_dir) / "samples.md";
+    // Everything the loop needs is allocated before it: the eval prompts' KV cache, and (one
+    // gradient norm over zero gradients) the GPU's partial-sum buffer of the clipping norm.
+    std::unique_ptr<NextTokenLogits> eval_cache;
+    if (!cfg.eval_prompts.empty() && cfg.eval_max_new_tokens > 0)
+        eval_cache = std::make_unique<NextTokenLogits>(
+            *model, int(std::min<int64_t>(int64_t(T) + cfg.eval_max_new_tokens,
+                                          std::max<int64_t>(model->config.max_position_embeddings, 1))));
+    if (on_cuda) (void)grad_global_norm(params);
     auto t_train = Clock::now();
     int64_t tokens_run = 0;
     const int64_t first_step = step;
@@ -402,8 +416,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOptions& opt) {
         else if (done % std::max<int64_t>(1, s.log_every) == 0 || last) std::printf("%s\n", line.c_str());
         std::fflush(stdout);
 
-        if (!cfg.eval_prompts.empty() && ((cfg.eval_every > 0 && done % cfg.eval_every == 0) || last)) {
-            append_text(samples_md, sample_generations(*model, *tok, data, cfg.eval_prompts, cfg.eval_max_new_tokens, done));
+        if (eval_cache && ((cfg.eval_every > 0 && done % cfg.eval_every == 0) || last)) {
+            append_text(samples_md,
+                        sample_generations(*model, *eval_cache, *tok, data, cfg.eval_prompts, cfg.eval_max_new_tokens, done));
             model->prepare(B, T, true);  // generation planned inference buffers: back to training
         }
 
