@@ -30,47 +30,15 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/kernels.h"
 #include "core/dtype.h"
+#include "cuda_testing.h"
 #include "testing.h"
 
 using namespace tuner;
-using tuner::testing::random_floats;
-using tuner::testing::Rng;
+using namespace tuner::testing;
 
 namespace {
 
-struct Dev {
-    cuda::DeviceArena arena{"test", size_t(256) << 20};
-    int n = 0;
-    template <typename T>
-    T* up(const std::vector<T>& h) {
-        T* d = static_cast<T*>(arena.alloc(h.size() * sizeof(T), "buf" + std::to_string(n++)));
-        cuda::copy_to_device(d, h.data(), h.size() * sizeof(T));
-        return d;
-    }
-    template <typename T>
-    T* zeros(size_t count) {
-        T* d = static_cast<T*>(arena.alloc(count * sizeof(T), "buf" + std::to_string(n++)));
-        cuda::memset_device(d, 0, count * sizeof(T));
-        return d;
-    }
-    template <typename T>
-    static std::vector<T> down(const T* d, size_t count) {
-        std::vector<T> h(count);
-        cuda::copy_to_host(h.data(), d, count * sizeof(T));
-        return h;
-    }
-};
 
-std::vector<uint16_t> to_bf16(const std::vector<float>& x) {
-    std::vector<uint16_t> r(x.size());
-    for (size_t i = 0; i < x.size(); i++) r[i] = f32_to_bf16(x[i]);
-    return r;
-}
-std::vector<float> from_bf16(const std::vector<uint16_t>& x) {
-    std::vector<float> r(x.size());
-    for (size_t i = 0; i < x.size(); i++) r[i] = bf16_to_f32(x[i]);
-    return r;
-}
 
 // A tensor on the device as f32 or bf16: its buffer and the ActIn / ActOut naming it.
 struct DevAct {
@@ -112,20 +80,6 @@ void expect_near(const std::vector<float>& got, const std::vector<float>& want, 
                        << tol << " x max|cpu| " << scale << ")";
 }
 
-// Segments of random lengths 1..max_len in each batch row: seg_start[b*T + t] = start of t's segment.
-std::vector<int32_t> random_segments(int B, int T, uint64_t seed, int max_len) {
-    std::vector<int32_t> seg(size_t(B) * T);
-    Rng rng(seed);
-    for (int b = 0; b < B; b++) {
-        int start = 0;
-        while (start < T) {
-            const int len = 1 + rng.below(max_len);
-            for (int t = start; t < std::min(T, start + len); t++) seg[size_t(b) * T + t] = start;
-            start += len;
-        }
-    }
-    return seg;
-}
 
 struct Opts {
     int seg_len = 0;              // 0: no segments (plain causal)

@@ -38,40 +38,15 @@
 #include "nn/lora.h"
 #include "nn/param.h"
 #include "quant/quant.h"
+#include "cuda_testing.h"
 #include "testing.h"
 #include "train/adamw.h"
 
 using namespace tuner;
-using tuner::testing::random_floats;
-using tuner::testing::Rng;
+using namespace tuner::testing;
 
 namespace {
 
-// ---- device memory ----------------------------------------------------------------------------
-
-// One arena per test: 512 MiB is more than any test here uses.
-struct Dev {
-    cuda::DeviceArena arena{"test", size_t(512) << 20};
-    int n = 0;
-    template <typename T>
-    T* up(const std::vector<T>& h) {
-        T* d = static_cast<T*>(arena.alloc(h.size() * sizeof(T), "buf" + std::to_string(n++)));
-        cuda::copy_to_device(d, h.data(), h.size() * sizeof(T));
-        return d;
-    }
-    template <typename T>
-    T* zeros(size_t count) {
-        T* d = static_cast<T*>(arena.alloc(count * sizeof(T), "buf" + std::to_string(n++)));
-        cuda::memset_device(d, 0, count * sizeof(T));
-        return d;
-    }
-    template <typename T>
-    static std::vector<T> down(const T* d, size_t count) {
-        std::vector<T> h(count);
-        cuda::copy_to_host(h.data(), d, count * sizeof(T));
-        return h;
-    }
-};
 
 // Sets the cuda config for one scope and reserves a generous workspace.
 struct ComputeScope {
@@ -452,20 +427,6 @@ TEST(CudaMatmul, SeveralWeightTiles) {
 // attention
 // =============================================================================================
 
-// Segments of random lengths in each batch row: seg_start[b*T + t] = start of t's segment.
-std::vector<int32_t> random_segments(int B, int T, uint64_t seed, int max_len) {
-    std::vector<int32_t> seg(size_t(B) * T);
-    Rng rng(seed);
-    for (int b = 0; b < B; b++) {
-        int start = 0;
-        while (start < T) {
-            const int len = 1 + rng.below(max_len);
-            for (int t = start; t < std::min(T, start + len); t++) seg[size_t(b) * T + t] = start;
-            start += len;
-        }
-    }
-    return seg;
-}
 
 // Attention on the device in `compute` (F32: the f32 kernels; BF16: the tensor-core kernels for
 // HD <= 128) against the CPU backend (f32).
@@ -711,18 +672,6 @@ bool print_errors() {
     return e && *e && std::strcmp(e, "0") != 0;
 }
 
-using Bf16 = std::vector<uint16_t>;
-
-Bf16 to_bf16(const std::vector<float>& x) {
-    Bf16 b(x.size());
-    convert_from_f32(b.data(), DType::BF16, x.data(), x.size());
-    return b;
-}
-std::vector<float> from_bf16(const Bf16& b) {
-    std::vector<float> x(b.size());
-    convert_to_f32(x.data(), b.data(), DType::BF16, b.size());
-    return x;
-}
 // Random floats already representable in bf16 (so an f32 copy and a bf16 copy hold the same values).
 std::vector<float> random_bf16_values(size_t n, uint64_t seed, float scale = 1.0f) {
     return from_bf16(to_bf16(random_floats(n, seed, scale)));
