@@ -26,8 +26,9 @@
 // These are the f32 kernels (CUDA cores), used when cuda::config().compute is F32 or TF32, and for
 // head dims over 128. With BF16 compute (the default) the mma.sync kernels of attention_mma.h
 // take every call they support (cuda::Config::attention == MMA, the default), and otherwise, for
-// HD <= 128, the WMMA tensor-core kernels of attention_tc.cuh run: same shapes, masks, lse and D conventions, same three-kernel
-// deterministic backward, with bf16 operands and f32 accumulation (numerics there).
+// HD <= 128, the WMMA tensor-core kernels of attention_tc.cuh run: same shapes, masks, lse and D
+// conventions, same three-kernel deterministic backward, with bf16 operands and f32 accumulation
+// (numerics there).
 //
 // Activation dtypes (kernels.h ActIn / ActOut): q, k, v, out (and out read back by the backward)
 // may each be f32 or bf16 storage, in both kernel families. The kernels take them as const void*
@@ -497,21 +498,13 @@ Dims dims(const AttnShape& s) {
     return Dims{s.B, s.T, s.NH, s.NKV, s.HD, s.NH / s.NKV, 1.0f / std::sqrt(float(s.HD))};
 }
 
-// Opts a kernel into more than 48 KiB of dynamic shared memory (once per instantiation).
-template <typename Kernel>
-void prepare(Kernel kernel, size_t smem, const char* name) {
-    const Context& ctx = context();
-    if (smem > ctx.smem_optin)
-        fail("[cuda] {}: needs {} bytes of shared memory per block, the device allows {}", name, smem, ctx.smem_optin);
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-}
 
 template <int HDMAX>
 void forward_launch(void* out, float* lse, const void* q, const void* k, const void* v, const int32_t* seg,
                     const Dims& g) {
     constexpr int BQ = kWarps * rows_per_warp<HDMAX>();
     const size_t smem = forward_smem_floats<HDMAX>() * sizeof(float);
-    static const bool ready = (prepare(attention_forward_kernel<HDMAX>, smem, "attention_forward"), true);
+    static const bool ready = (opt_in_smem(attention_forward_kernel<HDMAX>, smem, "attention_forward"), true);
     (void)ready;
     const dim3 grid(unsigned((g.T + BQ - 1) / BQ), unsigned(g.NH), unsigned(g.B));
     launch(attention_forward_kernel<HDMAX>, grid, kThreads, smem, context().stream, out, lse, q, k, v, seg, g);
@@ -525,8 +518,8 @@ void backward_launch(float* dq, float* dk, float* dv, const float* dout, const v
     cudaStream_t stream = context().stream;
     const size_t smem_dq = dq_smem_floats<HDMAX>() * sizeof(float);
     const size_t smem_dkv = dkv_smem_floats<HDMAX>() * sizeof(float);
-    static const bool ready = (prepare(attention_dq_kernel<HDMAX>, smem_dq, "attention_backward (dq)"),
-                               prepare(attention_dkv_kernel<HDMAX>, smem_dkv, "attention_backward (dk, dv)"), true);
+    static const bool ready = (opt_in_smem(attention_dq_kernel<HDMAX>, smem_dq, "attention_backward (dq)"),
+                               opt_in_smem(attention_dkv_kernel<HDMAX>, smem_dkv, "attention_backward (dk, dv)"), true);
     (void)ready;
     const dim3 grid_q(unsigned((g.T + BQ - 1) / BQ), unsigned(g.NH), unsigned(g.B));
     launch(attention_dq_kernel<HDMAX>, grid_q, kThreads, smem_dq, stream, dq, dout, q, k, v, lse, D, seg, g);
@@ -562,7 +555,7 @@ void forward_tc_launch(void* out, float* lse, const void* q, const void* k, cons
                        const attn_tc::Dims& g) {
     const size_t smem = attn_tc::forward_smem_bytes<HDMAX>();
     static const bool ready =
-        (prepare(attn_tc::attention_forward_tc_kernel<HDMAX>, smem, "attention_forward (bf16 tensor cores)"), true);
+        (opt_in_smem(attn_tc::attention_forward_tc_kernel<HDMAX>, smem, "attention_forward (bf16 tensor cores)"), true);
     (void)ready;
     const dim3 grid(unsigned((g.T + attn_tc::BQ - 1) / attn_tc::BQ), unsigned(g.NH), unsigned(g.B));
     launch(attn_tc::attention_forward_tc_kernel<HDMAX>, grid, attn_tc::kThreads, smem, context().stream, out, lse, q,
@@ -576,8 +569,9 @@ void backward_tc_launch(float* dq, float* dk, float* dv, const float* dout, cons
     cudaStream_t stream = context().stream;
     const size_t smem_dq = attn_tc::dq_smem_bytes<HDMAX>(), smem_dkv = attn_tc::dkv_smem_bytes<HDMAX>();
     static const bool ready =
-        (prepare(attn_tc::attention_dq_tc_kernel<HDMAX>, smem_dq, "attention_backward (dq, bf16 tensor cores)"),
-         prepare(attn_tc::attention_dkv_tc_kernel<HDMAX>, smem_dkv, "attention_backward (dk, dv, bf16 tensor cores)"),
+        (opt_in_smem(attn_tc::attention_dq_tc_kernel<HDMAX>, smem_dq, "attention_backward (dq, bf16 tensor cores)"),
+         opt_in_smem(attn_tc::attention_dkv_tc_kernel<HDMAX>, smem_dkv,
+                     "attention_backward (dk, dv, bf16 tensor cores)"),
          true);
     (void)ready;
     const dim3 grid(unsigned((g.T + attn_tc::BQ - 1) / attn_tc::BQ), unsigned(g.NH), unsigned(g.B));

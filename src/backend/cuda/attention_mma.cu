@@ -48,21 +48,13 @@ Params params(const AttnShape& s) {
     return Params{s.B, s.T, s.NH, s.NKV, s.HD, s.NH / s.NKV, scale, scale * am::kLog2e};
 }
 
-// Opts a kernel into more than 48 KiB of dynamic shared memory (once per instantiation).
-template <typename Kernel>
-void prepare(Kernel kernel, size_t smem, const char* name) {
-    const Context& ctx = context();
-    if (smem > ctx.smem_optin)
-        fail("[cuda] {}: needs {} bytes of shared memory per block, the device allows {}", name, smem, ctx.smem_optin);
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-}
 
 template <int HDMAX, typename TI, typename TO>
 void forward_launch(TO* out, float* lse, const TI* q, const TI* k, const TI* v, const int32_t* seg, const Params& p) {
     constexpr size_t smem = am::Fwd<HDMAX>::smem_bytes;
     constexpr int BR = am::Fwd<HDMAX>::BR;
     static const bool ready =
-        (prepare(am::attention_mma_forward_kernel<HDMAX, TI, TO>, smem, "attention_mma_forward"), true);
+        (opt_in_smem(am::attention_mma_forward_kernel<HDMAX, TI, TO>, smem, "attention_mma_forward"), true);
     (void)ready;
     const dim3 grid(unsigned(p.NH), unsigned((p.T + BR - 1) / BR), unsigned(p.B));
     launch(am::attention_mma_forward_kernel<HDMAX, TI, TO>, grid, am::kThreads, smem, context().stream, out, lse, q, k,
@@ -82,8 +74,9 @@ void backward_launch(float* dq, float* dk, float* dv, float* part, const bf16* d
     using C = am::Bwd<HDMAX>;
     cudaStream_t stream = context().stream;
     static const bool ready =
-        (prepare(am::attention_mma_dq_kernel<HDMAX, TI>, C::dq_smem_bytes, "attention_mma_backward (dq)"),
-         prepare(am::attention_mma_dkv_kernel<HDMAX, TI>, C::dkv_smem_bytes, "attention_mma_backward (dk, dv)"), true);
+        (opt_in_smem(am::attention_mma_dq_kernel<HDMAX, TI>, C::dq_smem_bytes, "attention_mma_backward (dq)"),
+         opt_in_smem(am::attention_mma_dkv_kernel<HDMAX, TI>, C::dkv_smem_bytes, "attention_mma_backward (dk, dv)"),
+         true);
     (void)ready;
     const dim3 grid_q(unsigned(p.NH), unsigned((p.T + C::BR - 1) / C::BR), unsigned(p.B));
     launch(am::attention_mma_dq_kernel<HDMAX, TI>, grid_q, am::kThreads, C::dq_smem_bytes, stream, dq, dout16, q, k, v,

@@ -55,6 +55,16 @@ struct Context {
 // "[cuda] rmsnorm_forward: no CUDA device: cudaGetDeviceCount: ...".
 Context& context(const char* op = nullptr);
 
+// Opts a kernel into more than 48 KiB of dynamic shared memory (call once per instantiation);
+// throws, naming the kernel, when the device allows less than it needs.
+template <typename Kernel>
+void opt_in_smem(Kernel kernel, size_t smem, const char* name) {
+    const Context& ctx = context();
+    if (smem > ctx.smem_optin)
+        fail("[cuda] {}: needs {} bytes of shared memory per block, the device allows {}", name, smem, ctx.smem_optin);
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+}
+
 // A bump cursor over the reserved workspace for one op call. Each op first checks its planned
 // size (need) against the workspace, which gives the user a clear message; take() past the
 // plan is then a bug in a *_workspace_bytes planner and aborts.
