@@ -303,6 +303,51 @@ TEST(CudaModel, Bf16ActivationsMatchCpuBf16Activations) {
     }
 }
 
+// AdamW on the GPU updates runs of neighbouring tensors as one flat range (a LoRA model's adapters:
+// one launch per step), and clipping scales the gradient ranges likewise: given the same gradients
+// the parameters and moments equal the CPU's bit for bit (alignment gaps stay zero), and the
+// clipped gradients and the norm agree.
+TEST(CudaModel, AdamWRunsOfTensorsMatchCpuBitForBit) {
+    TUNER_REQUIRE_CUDA();
+    ModelConfig c = tiny_config(true);
+    // Sizes that leave alignment gaps between the adapters (A (3, 40): 480 bytes; 64-byte arenas).
+    c.hidden_size = 40, c.num_heads = 5, c.num_kv_heads = 5, c.head_dim = 8, c.intermediate_size = 72;
+    LoraConfig lc;
+    lc.r = 3, lc.lora_alpha = 8, lc.seed = 9;
+    ModelOptions oc = options_for(Device::CPU, false), og = options_for(Device::CUDA, false);
+    oc.lora = lc, og.lora = lc;
+    auto cpu = LlamaModel::random(c, oc, 41);
+    auto gpu = LlamaModel::random(c, og, 41);
+    AdamWConfig cfg;
+    cfg.weight_decay = 0.1;
+    AdamW ac(cpu->trainable_params(), cfg), ag(gpu->trainable_params(), cfg);
+    EXPECT_EQ(ag.device_launches(), 1u) << "the adapters are contiguous in their arenas";
+    for (int step = 1; step <= 3; step++) {
+        for (size_t i = 0; i < ac.params().size(); i++) {
+            const std::vector<float> g =
+                tuner::testing::random_floats(size_t(ac.params()[i]->grad.numel()), uint64_t(100 * step + i), 3.0f);
+            tensor_from_host(ac.params()[i]->grad, g.data());
+            tensor_from_host(ag.params()[i]->grad, g.data());
+        }
+        const double nc = clip_grad_norm(ac.params(), 1.0), ng = clip_grad_norm(ag.params(), 1.0);
+        EXPECT_NEAR(ng, nc, 1e-12 * nc) << "step " << step;
+        for (size_t i = 0; i < ac.params().size(); i++)
+            expect_close(host_f32(ag.params()[i]->grad), host_f32(ac.params()[i]->grad), 1e-6,
+                         "clipped gradient of " + ac.params()[i]->name);
+        // From here on the same (CPU-clipped) gradients on both sides, for a bit-exact step.
+        for (size_t i = 0; i < ac.params().size(); i++)
+            tensor_from_host(ag.params()[i]->grad, host_f32(ac.params()[i]->grad).data());
+        ac.step(1e-2);
+        ag.step(1e-2);
+        for (size_t i = 0; i < ac.params().size(); i++) {
+            const std::string& name = ac.params()[i]->name;
+            EXPECT_EQ(host_f32(ag.params()[i]->value), host_f32(ac.params()[i]->value)) << name << ", step " << step;
+            EXPECT_EQ(host_f32(ag.exp_avg_tensor(i)), host_f32(ac.exp_avg_tensor(i))) << name << " exp_avg";
+            EXPECT_EQ(host_f32(ag.exp_avg_sq_tensor(i)), host_f32(ac.exp_avg_sq_tensor(i))) << name << " exp_avg_sq";
+        }
+    }
+}
+
 TEST(CudaModel, DecodingWithKvCacheMatchesCpu) {
     TUNER_REQUIRE_CUDA();
     ComputeMode f32(cuda::MatmulCompute::F32);

@@ -24,9 +24,32 @@ AdamW::AdamW(std::vector<Param*> params, const AdamWConfig& config) : params_(st
     } else {
         arena_ = Arena("optimizer state", bytes);
     }
-    for (const Param* p : params_) {
-        m_.push_back(arena_.alloc_f32(size_t(p->value.numel())));
-        v_.push_back(arena_.alloc_f32(size_t(p->value.numel())));
+    // Every m, then every v, in parameter order: laid out as the parameters and gradients are in
+    // their arenas, so that on the GPU neighbours merge into runs (below).
+    for (const Param* p : params_) m_.push_back(arena_.alloc_f32(size_t(p->value.numel())));
+    for (const Param* p : params_) v_.push_back(arena_.alloc_f32(size_t(p->value.numel())));
+    if (device_ != Device::CUDA) return;
+    // A gap between two merged tensors is arena alignment padding: zero in all four buffers
+    // (arenas are zeroed when made, zero_grad clears whole arenas) and it stays zero under the
+    // update (m = v = 0, p = 0 + 0 / eps) as long as eps > 0; with eps = 0 nothing merges.
+    auto follows = [](const void* next, const void* prev, size_t prev_bytes) {
+        return static_cast<const char*>(next) == static_cast<const char*>(prev) + align_up(prev_bytes);
+    };
+    for (size_t k = 0; k < params_.size(); k++) {
+        const Param& p = *params_[k];
+        float* value = p.value.f32_on_device();
+        const float* grad = p.grad.f32_on_device();
+        const int64_t n = p.value.numel();
+        if (!runs_.empty() && config_.eps > 0) {
+            Run& r = runs_.back();
+            const size_t run_bytes = size_t(r.n) * sizeof(float);  // through the previous tensor's end
+            if (follows(value, r.p, run_bytes) && follows(grad, r.g, run_bytes) && follows(m_[k], r.m, run_bytes) &&
+                follows(v_[k], r.v, run_bytes)) {
+                r.n = (value - r.p) + n;
+                continue;
+            }
+        }
+        runs_.push_back({value, grad, m_[k], v_[k], n});
     }
 }
 
@@ -42,9 +65,7 @@ void AdamW::step(double lr) {
     const AdamWConfig& c = config_;
     if (device_ == Device::CUDA) {
         const cuda::AdamWScalars s = cuda::adamw_scalars(lr, c.beta1, c.beta2, c.eps, c.weight_decay, t_);
-        for (size_t k = 0; k < params_.size(); k++)
-            cuda::adamw_step(params_[k]->value.f32_on_device(), params_[k]->grad.f32_on_device(), m_[k], v_[k],
-                             params_[k]->value.numel(), s);
+        for (const Run& r : runs_) cuda::adamw_step(r.p, r.g, r.m, r.v, r.n, s);
         return;
     }
     // Scalars exactly as torch forms them: python floats (double), rounded to f32 where they
@@ -77,14 +98,33 @@ void AdamW::step(double lr) {
     }
 }
 
+// The GPU gradients of params as flat ranges: a gradient that starts where the previous one's
+// buffer (aligned) ends extends its range over the zero alignment gap (zero_grad clears whole
+// arenas), so a LoRA step's adapter gradients are one range: one kernel instead of hundreds.
+static std::vector<std::pair<float*, int64_t>> gpu_grad_ranges(const std::vector<Param*>& params) {
+    std::vector<std::pair<float*, int64_t>> out;
+    for (Param* p : params) {
+        if (p->grad.device != Device::CUDA) continue;
+        float* g = p->grad.f32_on_device();
+        const int64_t n = p->grad.numel();
+        if (!out.empty()) {
+            auto& [start, len] = out.back();
+            if (reinterpret_cast<char*>(g) == reinterpret_cast<char*>(start) + align_up(size_t(len) * sizeof(float))) {
+                len = (g - start) + n;
+                continue;
+            }
+        }
+        out.emplace_back(g, n);
+    }
+    return out;
+}
+
 double grad_global_norm(const std::vector<Param*>& params) {
     double total = 0;
     std::vector<std::pair<const float*, int64_t>> on_gpu;  // summed in one call (one synchronisation)
+    for (const auto& [g, n] : gpu_grad_ranges(params)) on_gpu.emplace_back(g, n);
     for (const Param* p : params) {
-        if (p->grad.device == Device::CUDA) {
-            on_gpu.emplace_back(p->grad.f32_on_device(), p->grad.numel());
-            continue;
-        }
+        if (p->grad.device == Device::CUDA) continue;
         const float* g = p->grad.f32();
         const int64_t n = p->grad.numel();
         double s = 0;
@@ -102,11 +142,9 @@ double clip_grad_norm(const std::vector<Param*>& params, double max_norm) {
     double coef = max_norm / (norm + 1e-6);
     if (coef < 1.0) {
         const float c = float(coef);
+        for (const auto& [g, n] : gpu_grad_ranges(params)) cuda::scale_inplace(g, n, c);
         for (Param* p : params) {
-            if (p->grad.device == Device::CUDA) {
-                cuda::scale_inplace(p->grad.f32_on_device(), p->grad.numel(), c);
-                continue;
-            }
+            if (p->grad.device == Device::CUDA) continue;
             float* g = p->grad.f32();
             const int64_t n = p->grad.numel();
 #pragma omp parallel for simd schedule(static) if (n > 65536)

@@ -47,6 +47,8 @@ class AdamW {
     Tensor exp_avg_sq_tensor(size_t i) const;
     size_t state_bytes() const { return arena_.capacity(); }
     const AdamWConfig& config() const { return config_; }
+    // GPU: kernel launches per step (runs of parameters updated as one flat range, see step()).
+    size_t device_launches() const { return runs_.size(); }
 
   private:
     std::vector<Param*> params_;
@@ -55,6 +57,16 @@ class AdamW {
     cuda::DeviceArena device_memory_;  // backs arena_ when the parameters are on the GPU
     Device device_ = Device::CPU;
     std::vector<float*> m_, v_;
+    // GPU: parameters whose value, grad, m and v each start where the previous one's buffer
+    // (aligned) ends, merged into one flat range per run: one launch for a LoRA step's hundreds
+    // of adapter tensors instead of one per tensor.
+    struct Run {
+        float* p;
+        const float* g;
+        float *m, *v;
+        int64_t n;  // elements from p to the end of the run's last tensor, alignment gaps included
+    };
+    std::vector<Run> runs_;
     int64_t t_ = 0;
 };
 
