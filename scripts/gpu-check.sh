@@ -18,6 +18,8 @@
 #   GPU_CHECK_DATA=path/to/data             # the shared test data (default ../shared/data)
 #   PYTHON=python3.11 scripts/gpu-check.sh  # the Python with torch (CUDA), transformers, peft
 #   GPU_CHECK_SANITIZE=1 scripts/gpu-check.sh  # also compute-sanitizer memcheck + racecheck on the op tests
+#   TUNER_CUDA_ATTENTION=wmma scripts/gpu-check.sh  # the WMMA attention kernels instead of mma.sync (the
+#                                           # script switches by itself after a failed mma test)
 #   GPU_CHECK_BUNDLE=gpu-bundle.tar.xz scripts/gpu-check.sh  # binaries built elsewhere (scripts/gpu-bundle.sh):
 #                                           # a GPU image without our build's Debian packages
 set -uo pipefail
@@ -115,13 +117,19 @@ run_tests() {  # name, binary, args...
     # test_cuda_stubs skips by design when a device is present.
     status=1
     note "$name: FAILED ($passed passed, $failed failed, $skipped skipped, exit $rc; log $LOG_DIR/$name.log)"
+    return 1
   else
     note "$name: ok ($passed passed, $skipped skipped, $(($(date +%s) - t)) s)"
   fi
 }
-run_tests test_cuda_ops "$BUILD/tests/test_cuda_ops"
 # The mma.sync flash attention (the default bf16 kernels) in detail: head dims, GQA splits, tails.
-run_tests test_cuda_attention_mma "$BUILD/tests/test_cuda_attention_mma"
+# If it fails, everything after runs on the WMMA kernels (TUNER_CUDA_ATTENTION=wmma, no rebuild),
+# so one GPU session still measures the rest.
+if ! run_tests test_cuda_attention_mma "$BUILD/tests/test_cuda_attention_mma"; then
+  export TUNER_CUDA_ATTENTION=wmma
+  note "attention: the mma.sync kernels failed; the runs below use TUNER_CUDA_ATTENTION=wmma"
+fi
+run_tests test_cuda_ops "$BUILD/tests/test_cuda_ops"
 # The model and trainer on the GPU against the CPU (forward, first-step gradients, 5 steps of
 # full/LoRA/QLoRA, decoding, adapters and checkpoints across devices, the GPU memory plan,
 # stories260K 5 steps in bf16), then the PyTorch golden tests with the model on the GPU

@@ -66,6 +66,7 @@ inline MatmulCompute matmul_compute_from_name(const std::string& name) {
 //        buffering (attention_mma.h; HD % 8 == 0, HD <= 128, q/k/v of one dtype, 16-byte aligned
 //        pointers); a call it does not take falls back to WMMA. The default.
 //  WMMA  the first tensor-core version (attention_tc.cuh, nvcuda::wmma; HD <= 128).
+// The environment variable TUNER_CUDA_ATTENTION=mma|wmma sets the default (read once at start).
 // Both are checked against the CPU on the emulator; neither has been timed on a GPU yet, so the
 // benchmark (tests/test_cuda_bench.cpp) times both side by side.
 enum class AttentionKernels : uint8_t { MMA, WMMA };

@@ -1,6 +1,8 @@
 // The CUDA runtime side of the backend: device discovery (available), the context (cuBLASLt
 // handle and workspace), errors with their call site, the config, the ops' workspace, device
 // arenas and copies. See cuda_backend.h.
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -77,8 +79,22 @@ Context* create_context() {
     return c;
 }
 
+// The defaults, with TUNER_CUDA_ATTENTION=mma|wmma picking the bf16 attention kernels: a way to
+// rerun anything on the other implementation without rebuilding (scripts/gpu-check.sh falls back
+// to wmma for the runs after a failed mma test). Another value is reported on stderr (this runs
+// before main, where an exception could not be reported) and leaves the default.
+Config initial_config() {
+    Config c;
+    const char* e = std::getenv("TUNER_CUDA_ATTENTION");
+    if (!e || !*e) return c;
+    if (std::strcmp(e, "mma") == 0) c.attention = AttentionKernels::MMA;
+    else if (std::strcmp(e, "wmma") == 0) c.attention = AttentionKernels::WMMA;
+    else std::fprintf(stderr, "[cuda] TUNER_CUDA_ATTENTION=%s: expected mma or wmma; using mma\n", e);
+    return c;
+}
+
 std::mutex g_mutex;  // config and workspace changes
-Config g_config;
+Config g_config = initial_config();
 void* g_ws_base = nullptr;
 size_t g_ws_bytes = 0;
 DeviceArena* g_ws_owned = nullptr;  // reserve_workspace's buffer (leaked at exit on purpose)
