@@ -15,6 +15,7 @@
 #   GPU_CHECK_SKIP_BUILD=1 scripts/gpu-check.sh  # rerun the tests and benchmarks of the last build
 #   GPU_CHECK_LAB=1 scripts/gpu-check.sh    # also build and run the kernel lab (dev/cuda), ~2 more minutes
 #   GPU_CHECK_ECOSYSTEM=0 scripts/gpu-check.sh  # skip the transformers + PEFT check
+#   GPU_CHECK_COMPARE_PRESETS="llama-1b llama-7b" scripts/gpu-check.sh  # tuner vs PEFT on 7B too
 #   GPU_CHECK_DATA=path/to/data             # the shared test data (default ../shared/data)
 #   PYTHON=python3.11 scripts/gpu-check.sh  # the Python with torch (CUDA), transformers, peft
 #   GPU_CHECK_SANITIZE=1 scripts/gpu-check.sh  # also compute-sanitizer memcheck + racecheck on the op tests
@@ -290,23 +291,27 @@ if [ "${GPU_CHECK_ECOSYSTEM:-1}" != "0" ]; then
   ecosystem
 fi
 
-# ---- tuner vs PyTorch + transformers + PEFT on the GPU (~3 min) -----------------------------------
-# llama-1b, T=2048, r=64: LoRA, QLoRA and full fine-tuning (bench/compare_gpu.sh; 3 timed steps per
-# run, each run at most 150 s).
+# ---- tuner vs PyTorch + transformers + PEFT on the GPU (~3 min per preset) -------------------------
+# T=2048, r=64: LoRA, QLoRA and full fine-tuning (bench/compare_gpu.sh; 3 timed steps per run, each
+# run at most 150 s), on llama-1b; GPU_CHECK_COMPARE_PRESETS="llama-1b llama-7b" adds the 7B rows
+# (several more minutes: its weights are made on the host first).
 compare_lines=()
 if [ "${GPU_CHECK_BENCH:-1}" != "0" ]; then
-  say "tuner vs PEFT (bench/compare_gpu.sh llama-1b 2048 64)"
-  t0=$(date +%s)
-  TUNER="$BUILD/tuner" PYTHON="$PY" STEPS=${GPU_CHECK_COMPARE_STEPS:-3} TIMEOUT=150 OUT="$LOG_DIR/compare-gpu" \
-    bench/compare_gpu.sh llama-1b 2048 64 2>&1 | tee "$LOG_DIR/compare-gpu.log"
-  crc=${PIPESTATUS[0]}
-  mapfile -t compare_lines < <(grep '^COMPARE|' "$LOG_DIR/compare-gpu.log")
-  if [ "$crc" != 0 ] || [ ${#compare_lines[@]} = 0 ]; then
-    status=1
-    note "tuner vs PEFT: FAILED (exit $crc; log $LOG_DIR/compare-gpu.log)"
-  else
-    note "tuner vs PEFT: ok (${#compare_lines[@]} rows, $(($(date +%s) - t0)) s)"
-  fi
+  for preset in ${GPU_CHECK_COMPARE_PRESETS:-llama-1b}; do
+    say "tuner vs PEFT (bench/compare_gpu.sh $preset 2048 64)"
+    t0=$(date +%s)
+    TUNER="$BUILD/tuner" PYTHON="$PY" STEPS=${GPU_CHECK_COMPARE_STEPS:-3} TIMEOUT=150 OUT="$LOG_DIR/compare-gpu/$preset" \
+      bench/compare_gpu.sh "$preset" 2048 64 2>&1 | tee "$LOG_DIR/compare-gpu-$preset.log"
+    crc=${PIPESTATUS[0]}
+    mapfile -t rows < <(grep '^COMPARE|' "$LOG_DIR/compare-gpu-$preset.log" | sed "s/^COMPARE|/COMPARE|$preset /")
+    compare_lines+=("${rows[@]}")
+    if [ "$crc" != 0 ] || [ ${#rows[@]} = 0 ]; then
+      status=1
+      note "tuner vs PEFT ($preset): FAILED (exit $crc; log $LOG_DIR/compare-gpu-$preset.log)"
+    else
+      note "tuner vs PEFT ($preset): ok (${#rows[@]} rows, $(($(date +%s) - t0)) s)"
+    fi
+  done
 fi
 
 # ---- table ---------------------------------------------------------------------------------------
@@ -327,7 +332,7 @@ if [ ${#eco_lines[@]} -gt 0 ]; then
 fi
 if [ ${#compare_lines[@]} -gt 0 ]; then
   echo
-  printf '  %-36s %12s %12s %10s\n' "tuner vs PEFT (llama-1b, T=2048, r=64)" "tuner tok/s" "PEFT tok/s" "tuner/PEFT"
+  printf '  %-36s %12s %12s %10s\n' "tuner vs PEFT (T=2048, r=64)" "tuner tok/s" "PEFT tok/s" "tuner/PEFT"
   for line in "${compare_lines[@]}"; do
     IFS='|' read -r _ row ratio ttps ptps <<<"$line"
     printf '  %-36s %12s %12s %10s\n' "$row" "$ttps" "$ptps" "$ratio"
