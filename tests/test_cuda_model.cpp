@@ -264,19 +264,21 @@ TEST(CudaModel, LoraStepsMatchCpuOnEveryBase) {
 
 // bf16 activations (ModelOptions::activation_dtype) with bf16 matmuls, the CUDA default, against
 // the CPU storing the same activations in bf16 (act_f32.h: widen on load, round on store) over
-// the same bf16 base. They differ where the GPU's bf16 GEMMs also round the f32 operands (LoRA's
+// the same bf16 (or NF4) base. They differ where the GPU's bf16 GEMMs also round the f32 operands (LoRA's
 // A and B, the f32 gradients) and by the order of sums, each about one bf16 rounding (2^-9) per
 // product: the first step's loss within 1e-2 and each gradient within 4e-2 of its max, then 5
 // steps within 2e-2 of the loss.
 TEST(CudaModel, Bf16ActivationsMatchCpuBf16Activations) {
     TUNER_REQUIRE_CUDA();
     ComputeMode bf16(cuda::MatmulCompute::BF16);
-    for (bool ckpt : {false, true}) {
-        const std::string what = fmt::format("bf16 activations, checkpointing {}", ckpt);
+    // LoRA over a bf16 base with and without checkpointing, and QLoRA (NF4 base, checkpointing on).
+    const std::pair<DType, bool> cases[] = {{DType::BF16, false}, {DType::BF16, true}, {DType::NF4, true}};
+    for (const auto& [base, ckpt] : cases) {
+        const std::string what = fmt::format("bf16 activations, base {}, checkpointing {}", dtype_name(base), ckpt);
         const ModelConfig c = tiny_config(true);
         LoraConfig lc;
         lc.r = 4, lc.lora_alpha = 8, lc.lora_dropout = 0.1, lc.seed = 9;
-        ModelOptions oc = options_for(Device::CPU, false, DType::BF16), og = options_for(Device::CUDA, false, DType::BF16);
+        ModelOptions oc = options_for(Device::CPU, false, base), og = options_for(Device::CUDA, false, base);
         oc.lora = lc, og.lora = lc;
         oc.activation_dtype = og.activation_dtype = DType::BF16;
         oc.gradient_checkpointing = og.gradient_checkpointing = ckpt;
