@@ -198,7 +198,13 @@ void TrainMemoryPlan::print(FILE* out) const {
             fmt::format("{} layers x {} tokens, + device copies of the batch; checkpointing {} would need {}",
                         r.model.num_layers, int64_t(r.B) * r.T, r.gradient_checkpointing ? "off" : "on",
                         mib(activations_other)));
-        row("op workspace", gpu_workspace, "largest op scratch: bf16 operand copies, weight tiles, CE chunk");
+        // The ops' workspace planners live in the CUDA backend: a build without CUDA cannot size it.
+        row("op workspace", gpu_workspace,
+            gpu_workspace == 0 && !cuda::available()
+                ? "largest op scratch: not known in a build without CUDA (the sizes come from the CUDA "
+                  "backend; measured with it: 40-90 MiB for llama-1b/7b at T=2048 with a byte vocabulary, "
+                  "517 MiB for llama-7b with a 128k one: the cross-entropy chunks)"
+                : "largest op scratch: bf16 operand copies, weight tiles, CE chunk");
         row("cuBLASLt", gpu_cublas, "cuBLASLt's own workspace");
         if (gpu_eval) row("eval KV cache", gpu_eval, "eval-prompt generation");
         std::fprintf(out, "  %-16s %12s  (plus the CUDA context, outside cudaMalloc)\n", "GPU peak",
