@@ -62,8 +62,8 @@ struct LlamaModel::Acts {
     float *dq, *datt;               // (N, NH*HD)
     float *dk, *dv;                 // (N, NKV*HD)
     float *dgate, *dup, *dm;        // (N, F)
+    uint16_t* dy_bf16 = nullptr;    // (N, max out) with bf16 activations: Linear::dy_bf16
     // LoRA (null without adapters):
-    uint16_t* dy_bf16 = nullptr;  // (N, max out) with bf16 activations: Linear::dy_bf16
     float* dxa = nullptr;    // (N, r) backward scratch
     float* xdrop = nullptr;  // (N, max in) dropout(x) scratch, only when training with dropout
 };
