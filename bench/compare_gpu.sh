@@ -117,6 +117,8 @@ for item in sys.argv[5:]:
                 break
     pm = f"{pj['peak_gpu_mib']:.0f}" if pj else "-"
     notes = []
+    if tj and tj.get("gpu_kernels"):
+        notes.append(f"tuner {tj['gpu_kernels']}")
     if pj:
         notes.append(f"PEFT attention {pj.get('attn_implementation')}")
     if terr:

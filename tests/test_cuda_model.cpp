@@ -622,7 +622,7 @@ TEST(CudaModel, CliTrainResumePerplexityOnCuda) {
 }
 
 // tuner bench on the GPU with a preset (random weights, no files): one JSON line with the step's
-// speed, the measured GEMM peak, the device and the GPU plan.
+// speed, the measured GEMM peak, the device, the GPU plan and the kernels it ran on.
 TEST(CudaModel, CliBenchPresetOnCuda) {
     TUNER_REQUIRE_CUDA();
     std::string out;
@@ -638,6 +638,9 @@ TEST(CudaModel, CliBenchPresetOnCuda) {
     EXPECT_GT(j.value("gpu_plan_mb", 0.0), 0.0);
     EXPECT_NE(j.value("device", std::string("cpu")), "cpu");
     EXPECT_TRUE(std::isfinite(j.value("loss", NAN)));
+    // The defaults it ran on (TUNER_CUDA_ATTENTION may have picked the WMMA kernels).
+    const std::string kernels = j.value("gpu_kernels", std::string());
+    EXPECT_NE(kernels.find("matmul bf16, activations bf16, attention "), std::string::npos) << kernels;
 }
 
 // tuner chat --device cuda through a pipe: KV-cache decoding on the GPU, /reset, two turns.

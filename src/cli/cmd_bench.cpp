@@ -295,6 +295,14 @@ Command add_bench(CLI::App& app) {
                 const double plan_mb = double(model->memory_plan().total_bytes()) / (1024.0 * 1024.0);
                 const double scratch_mb = double(scratch_high_water()) / (1024.0 * 1024.0);
                 if (o->memory) model->memory_plan().print(stderr, true);
+                // What the GPU step ran on: matmul compute, activation storage, attention kernels.
+                const std::string gpu_kernels =
+                    on_cuda ? fmt::format("matmul {}, activations {}, attention {}", o->cuda_matmul,
+                                          mo.activation_dtype == DType::BF16 ? "bf16" : "f32",
+                                          o->cuda_matmul != "bf16" ? "f32 kernels"
+                                          : cuda::config().attention == cuda::AttentionKernels::MMA ? "mma.sync"
+                                                                                                     : "wmma")
+                            : std::string();
                 if (o->json) {
                     std::printf(
                         "{\"tokens_per_s\": %.2f, \"step_s\": %.4f, \"best_step_s\": %.4f, \"gflops\": %.2f, "
@@ -303,13 +311,13 @@ Command add_bench(CLI::App& app) {
                         "\"loss\": %.4f, \"flops_formula\": \"%s\", \"method\": \"%s\", \"trainable_params\": %lld, "
                         "\"best_step_cpu_s\": %.4f, \"tokens_per_cpu_s\": %.2f, \"load_s\": %.2f, "
                         "\"plan_peak_mb\": %.1f, \"plan_peak_phase\": \"%s\", \"device\": \"%s\", "
-                        "\"gpu_used_mb\": %.1f, \"gpu_plan_mb\": %.1f}\n",
+                        "\"gpu_used_mb\": %.1f, \"gpu_plan_mb\": %.1f, \"gpu_kernels\": \"%s\"}\n",
                         tps, mean, best, gflops, peak, gflops / peak, rss_mb, plan_mb, scratch_mb, num_threads(), B, T,
                         (long long)c.num_params(), loss / double(count), formula.c_str(), method.c_str(),
                         (long long)model->num_trainable_params(), best_cpu, tokens_per_step / best_cpu, load_s,
                         double(mem.peak) / (1024.0 * 1024.0), mem.peak_phase.c_str(),
                         on_cuda ? cuda::device_summary().c_str() : "cpu", gpu_used_mb,
-                        double(mem.gpu_peak) / (1024.0 * 1024.0));
+                        double(mem.gpu_peak) / (1024.0 * 1024.0), gpu_kernels.c_str());
                 } else {
                     std::printf("model %s: %.1fM parameters, B=%d T=%d, %d threads\n", o->model.c_str(),
                                 double(c.num_params()) / 1e6, B, T, num_threads());
@@ -324,9 +332,11 @@ Command add_bench(CLI::App& app) {
                                 formula.c_str(), flops_per_token / 1e9, n_matmul / 1e6, n_lora / 1e6);
                     std::printf("%s: %.1f GFLOP/s  ->  MFU %.1f%%\n", peak_what.c_str(), peak,
                                 100.0 * gflops / peak);
-                    if (on_cuda)
+                    if (on_cuda) {
                         std::printf("GPU memory: %.1f MiB in use on the device (CUDA context included), plan %.1f MiB\n",
                                     gpu_used_mb, double(mem.gpu_peak) / (1024.0 * 1024.0));
+                        std::printf("GPU kernels: %s\n", gpu_kernels.c_str());
+                    }
                     std::printf("memory: model arenas %.1f MiB + kernel scratch %.1f MiB; peak RSS %.1f MiB; "
                                 "planned peak %.1f MiB (%s), measured / planned = %.3f\n",
                                 plan_mb, scratch_mb, rss_mb, double(mem.peak) / (1024.0 * 1024.0),
