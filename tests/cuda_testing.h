@@ -8,8 +8,12 @@
 //   std::vector<float> y = Dev::down(yd, n);
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -54,6 +58,29 @@ inline std::vector<float> from_bf16(const Bf16& b) {
     std::vector<float> x(b.size());
     convert_to_f32(x.data(), b.data(), DType::BF16, b.size());
     return x;
+}
+
+// max |got - want| <= tol * max(max |want|, min_scale) (tol = 0: bit-exact); a failure names the
+// worst element. min_scale: the size of the terms a tensor sums, for tensors that can be exactly
+// 0. Returns the worst |got - want| / scale (for tests that print it).
+inline double expect_near(const std::vector<float>& got, const std::vector<float>& want, double tol,
+                          const std::string& what, double min_scale = 0.0) {
+    EXPECT_EQ(got.size(), want.size()) << what;
+    if (got.size() != want.size() || got.empty()) return 0.0;
+    double scale = min_scale;
+    for (float w : want) scale = std::max(scale, double(std::fabs(w)));
+    size_t worst = 0, bad = 0;
+    double worst_err = -1.0;
+    for (size_t i = 0; i < got.size(); i++) {
+        const double err = std::fabs(double(got[i]) - double(want[i]));
+        const bool ok = tol == 0.0 ? std::memcmp(&got[i], &want[i], 4) == 0 : err <= tol * scale;
+        if (!ok) bad++;
+        if (!(err <= worst_err)) worst_err = err, worst = i;
+    }
+    EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements out of tolerance; worst [" << worst
+                       << "] gpu " << got[worst] << " cpu " << want[worst] << " (|err| " << worst_err << ", tol "
+                       << tol << " x max|cpu| " << scale << ")";
+    return scale > 0 ? worst_err / scale : worst_err;
 }
 
 // Segments of random lengths 1..max_len in each batch row: seg_start[b*T + t] = start of t's segment.

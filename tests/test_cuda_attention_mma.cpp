@@ -61,25 +61,14 @@ DevAct zeros_act(Dev& dev, size_t n, DType dtype) {
     return {dev.zeros<float>(n), dtype, n};
 }
 
-// max |got - want| <= tol * max(max |want|, min_scale); prints the measured worst error.
-void expect_near(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what,
-                 double min_scale = 0.0) {
-    ASSERT_EQ(got.size(), want.size()) << what;
-    double scale = min_scale;
-    for (float w : want) scale = std::max(scale, double(std::fabs(w)));
-    size_t worst = 0, bad = 0;
-    double worst_err = -1.0;
-    for (size_t i = 0; i < got.size(); i++) {
-        const double err = std::fabs(double(got[i]) - double(want[i]));
-        if (!(err <= tol * scale)) bad++;
-        if (!(err <= worst_err)) worst_err = err, worst = i;
-    }
-    std::printf("[mma] %-4s worst |err| / max|cpu| = %.3g (tol %.3g)\n", what.c_str(), worst_err / scale, tol);
-    EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements out of tolerance; worst [" << worst
-                       << "] gpu " << got[worst] << " cpu " << want[worst] << " (|err| " << worst_err << ", tol "
-                       << tol << " x max|cpu| " << scale << ")";
-}
 
+
+// expect_near (cuda_testing.h), printing the measured worst error.
+void expect_near_printed(const std::vector<float>& got, const std::vector<float>& want, double tol,
+                         const std::string& what, double min_scale = 0.0) {
+    const double worst = expect_near(got, want, tol, what, min_scale);
+    std::printf("[mma] %-4s worst |err| / max|cpu| = %.3g (tol %.3g)\n", what.c_str(), worst, tol);
+}
 
 struct Opts {
     int seg_len = 0;              // 0: no segments (plain causal)
@@ -124,8 +113,8 @@ void check(const AttnShape& s, uint64_t seed, const Opts& o = {}) {
     float* ld = dev.zeros<float>(nl);
     ASSERT_TRUE(cuda::attention_mma_supports(s, qd.in(), kd.in(), vd.in(), od.in()));
     cuda::attention_mma_forward(od.out(), ld, qd.in(), kd.in(), vd.in(), segd, s);
-    expect_near(od.down(), out, 1e-2, "out");
-    expect_near(Dev::down(ld, nl), lse, 5e-3, "lse", 1.0);
+    expect_near_printed(od.down(), out, 1e-2, "out");
+    expect_near_printed(Dev::down(ld, nl), lse, 5e-3, "lse", 1.0);
 
     // The backward reads the CPU's out (rounded to the out dtype, as the CPU reference then sees it)
     // and lse, so it is checked on its own.
@@ -138,9 +127,9 @@ void check(const AttnShape& s, uint64_t seed, const Opts& o = {}) {
     float *dqd = dev.zeros<float>(nq), *dkd = dev.zeros<float>(nkv), *dvd = dev.zeros<float>(nkv);
     cuda::attention_mma_backward(dqd, dkd, dvd, doutd, qd.in(), kd.in(), vd.in(), outd.in(), lsed, segd, s);
     const auto dq_got = Dev::down(dqd, nq), dk_got = Dev::down(dkd, nkv), dv_got = Dev::down(dvd, nkv);
-    expect_near(dq_got, dq, 2e-2, "dq", 0.1);
-    expect_near(dk_got, dk, 2e-2, "dk", 0.1);
-    expect_near(dv_got, dv, 2e-2, "dv", 0.1);
+    expect_near_printed(dq_got, dq, 2e-2, "dq", 0.1);
+    expect_near_printed(dk_got, dk, 2e-2, "dk", 0.1);
+    expect_near_printed(dv_got, dv, 2e-2, "dv", 0.1);
     if (o.check_repeat) {
         // Overwritten, not accumulated, and deterministic: a second call (over garbage) is bit-identical.
         cuda::memset_device(dqd, 0x7f, nq * 4);

@@ -85,25 +85,6 @@ double gemm_tol(cuda::MatmulCompute c) {
     return c == cuda::MatmulCompute::F32 ? 1e-5 : c == cuda::MatmulCompute::TF32 ? 5e-3 : 2e-2;
 }
 
-// max |got - want| <= tol * max(max |want|, min_scale) (tol = 0: bit-exact); reports the worst
-// element. min_scale: the size of the terms a tensor sums, for tensors that can be exactly 0.
-void expect_near(const std::vector<float>& got, const std::vector<float>& want, double tol, const std::string& what,
-                 double min_scale = 0.0) {
-    ASSERT_EQ(got.size(), want.size()) << what;
-    double scale = min_scale;
-    for (float w : want) scale = std::max(scale, double(std::fabs(w)));
-    size_t worst = 0, bad = 0;
-    double worst_err = -1.0;
-    for (size_t i = 0; i < got.size(); i++) {
-        const double err = std::fabs(double(got[i]) - double(want[i]));
-        const bool ok = tol == 0.0 ? std::memcmp(&got[i], &want[i], 4) == 0 : err <= tol * scale;
-        if (!ok) bad++;
-        if (!(err <= worst_err)) worst_err = err, worst = i;
-    }
-    EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements out of tolerance; worst [" << worst
-                       << "] gpu " << got[worst] << " cpu " << want[worst] << " (|err| " << worst_err << ", tol "
-                       << tol << " x max|cpu| " << scale << ")";
-}
 
 // A weight stored in `dtype` (host bytes), as the loaders keep it, and its device copy.
 struct HostWeight {
